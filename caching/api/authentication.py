@@ -1,0 +1,78 @@
+"""API key authentication: keys stored hashed by djangorestframework-api-key, verified keys remembered briefly."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework_api_key.models import APIKey
+
+# sha256(key) -> (monotonic time verified, APIKey). Keys are high-entropy random strings,
+# so a fast hash is safe here; the memory spares each hit a database query.
+_verified: dict[str, tuple[float, APIKey]] = {}
+_verified_lock = threading.Lock()
+
+
+def presented_key(request: Request) -> str | None:
+    """The key from ``Authorization: Api-Key <key>`` or ``X-Api-Key: <key>``."""
+    authorization = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "api-key" and credentials.strip():
+        return credentials.strip()
+    key = request.META.get("HTTP_X_API_KEY", "").strip()
+    return key or None
+
+
+def forget_verified_keys() -> None:
+    """Forget every remembered verification (called when keys change in this process)."""
+    with _verified_lock:
+        _verified.clear()
+
+
+def _verify(key: str) -> APIKey | None:
+    fingerprint = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    now = time.monotonic()
+    remembered = _verified.get(fingerprint)
+    if remembered is not None and now - remembered[0] < settings.PREDCACHE_API_KEY_CACHE_SECONDS:
+        return remembered[1]
+    try:
+        api_key = APIKey.objects.get_from_key(key)
+    except APIKey.DoesNotExist:
+        return None
+    if api_key.has_expired:
+        return None
+    with _verified_lock:
+        if len(_verified) > 10_000:
+            _verified.clear()
+        _verified[fingerprint] = (now, api_key)
+    return api_key
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """Authenticates requests that carry a valid, unrevoked, unexpired API key."""
+
+    def authenticate(self, request: Request) -> tuple[Any, APIKey] | None:
+        key = presented_key(request)
+        if key is None:
+            return None
+        api_key = _verify(key)
+        if api_key is None:
+            raise AuthenticationFailed("the API key is not valid")
+        return (None, api_key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return "Api-Key"
+
+
+class HasApiKey(BasePermission):
+    """Allows requests authenticated by :class:`ApiKeyAuthentication`."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, APIKey)

@@ -1,0 +1,82 @@
+"""The predict route: validate, call one service, render."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from caching.api import schema
+from caching.api.errors import ApiError
+from caching.api.parsing import predict_payload, read_json_body
+from caching.backends.base import BackendError
+from caching.core.canonical import InvalidJSON
+from caching.models import MODEL_NAME_PATTERN
+from caching.services import ModelNotFound, prediction_serve
+
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+_CACHE_STATUS = {
+    "HIT": "predcache; hit",
+    "MISS": "predcache; fwd=miss; stored",
+    "PARTIAL": "predcache; fwd=partial; stored",
+    "BYPASS": "predcache; fwd=bypass",
+}
+
+
+def _not_found(model: str) -> ApiError:
+    return ApiError(404, "model_not_found", f"no model is registered as {model[:128]!r}")
+
+
+class PredictView(APIView):
+    """``POST /v1/models/{model}:predict`` — predictions, served from the cache where possible."""
+
+    parser_classes: list[Any] = []  # the body is parsed strictly (orjson) in read_json_body
+
+    @extend_schema(
+        operation_id="predict",
+        summary="Predict, answering repeated instances from the cache",
+        parameters=[
+            OpenApiParameter("model", str, OpenApiParameter.PATH, description="Registered model name"),
+            *schema.CACHE_HEADERS,
+        ],
+        request=schema.PredictRequestSerializer,
+        responses={
+            200: OpenApiResponse(
+                schema.PredictResponseSerializer, description="Predictions in request order"
+            ),
+            **schema.ERROR_RESPONSES,
+        },
+    )
+    def post(self, request: Request, model: str) -> HttpResponse:
+        if not _MODEL_NAME.fullmatch(model):
+            raise _not_found(model)
+        instances, parameters = predict_payload(read_json_body(request))
+        try:
+            served, result = prediction_serve(
+                model_name=model, instances=instances, parameters=parameters
+            )
+        except ModelNotFound:
+            raise _not_found(model) from None
+        except InvalidJSON as exc:
+            raise ApiError(400, "invalid_json", str(exc)) from None
+        except BackendError as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from None
+        body = orjson.dumps(
+            {
+                "predictions": result.predictions,
+                "model": served.name,
+                "modelVersionId": result.model_version_id,
+                "deployedModelId": result.deployed_model_id,
+            }
+        )
+        response = HttpResponse(body, content_type="application/json")
+        response["X-Cache"] = result.cache_status
+        response["X-Cache-Hits"] = str(result.hits)
+        response["X-Cache-Misses"] = str(result.misses)
+        response["Cache-Status"] = _CACHE_STATUS[result.cache_status]
+        return response

@@ -1,0 +1,25 @@
+"""Model backends behind one Protocol, built by kind name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from caching.backends.base import Backend, BackendConfigError
+
+BACKEND_KINDS = ("local", "http")
+
+
+def build_backend(
+    kind: str, target: str, *, timeout_seconds: float, options: dict[str, Any], model_dir: Path
+) -> Backend:
+    """Construct the backend for a registered model; raises :class:`BackendConfigError`."""
+    if kind == "http":
+        from caching.backends.http import HttpBackend
+
+        return HttpBackend(target, timeout_seconds=timeout_seconds)
+    if kind == "local":
+        from caching.backends.local import LocalBackend
+
+        return LocalBackend(target, model_dir=model_dir, method=options.get("method", "predict"))
+    raise BackendConfigError(f"unknown backend kind {kind!r}")

@@ -1,0 +1,65 @@
+"""The backend Protocol every model server adapter implements, and the errors they raise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class BackendResult:
+    """Predictions for the instances a backend was given, in the same order."""
+
+    predictions: list[Any]
+    model_version_id: str | None = None
+    deployed_model_id: str | None = None
+
+
+class Backend(Protocol):
+    """A model server: turns instances (plus request parameters) into predictions."""
+
+    def predict(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
+        """Return one prediction per instance, in order, or raise a :class:`BackendError`."""
+        ...
+
+
+class BackendError(Exception):
+    """A model server failed; ``status`` and ``code`` are what the client is told."""
+
+    status = 502
+    code = "backend_error"
+
+
+class BackendUnavailable(BackendError):
+    """The model server could not be reached or said it is overloaded."""
+
+    status = 503
+    code = "backend_unavailable"
+
+
+class BackendTimeout(BackendError):
+    """The model server did not answer within the model's timeout."""
+
+    status = 504
+    code = "backend_timeout"
+
+
+class BackendRejectedInput(BackendError):
+    """The model server refused the instances as invalid: the client's request is at fault."""
+
+    status = 400
+    code = "invalid_instances"
+
+
+class BackendConfigError(ValueError):
+    """A model's backend settings are unusable (bad target, path outside the model directory)."""
+
+
+def checked_result(result: BackendResult, expected: int) -> BackendResult:
+    """Guard against a backend answering with the wrong number of predictions."""
+    if len(result.predictions) != expected:
+        raise BackendError(
+            f"backend returned {len(result.predictions)} predictions for {expected} instances"
+        )
+    return result

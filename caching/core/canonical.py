@@ -1,0 +1,58 @@
+"""Canonical JSON: one byte string per value, so equal requests share a cache key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+# Doubles represent every integer up to 2**53 exactly; past it an integer and a
+# double are the same number only when the double holds the integer exactly.
+_EXACT_INT_LIMIT = 2**53
+
+
+class InvalidJSON(ValueError):
+    """A client-supplied JSON document that predcache refuses to cache or forward."""
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse strict JSON: invalid UTF-8, NaN, Infinity and overflowing numbers are errors."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from exc
+
+
+def canonical_number(number: int | float) -> int | float:
+    """Map numbers that are equal by value (``1``, ``1.0``, ``-0.0``, ``0``) to one representative."""
+    if type(number) is float:
+        if number.is_integer() and -_EXACT_INT_LIMIT <= number <= _EXACT_INT_LIMIT:
+            return int(number)
+        return number
+    if -_EXACT_INT_LIMIT <= number <= _EXACT_INT_LIMIT:
+        return number
+    as_float = float(number)
+    return as_float if int(as_float) == number else number
+
+
+def normalize(value: Any, *, max_depth: int, _depth: int = 0) -> Any:
+    """Return ``value`` with canonical numbers, rejecting nesting deeper than ``max_depth``."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int or kind is float:
+        return canonical_number(value)
+    if _depth >= max_depth:
+        raise InvalidJSON(f"value is nested deeper than {max_depth} levels")
+    if kind is list:
+        return [normalize(item, max_depth=max_depth, _depth=_depth + 1) for item in value]
+    if kind is dict:
+        return {
+            key: normalize(item, max_depth=max_depth, _depth=_depth + 1) for key, item in value.items()
+        }
+    raise InvalidJSON(f"unsupported JSON value of type {kind.__name__}")
+
+
+def canonical_bytes(value: Any, *, max_depth: int) -> bytes:
+    """Serialize ``value`` canonically: sorted object keys, no whitespace, numbers by value."""
+    return orjson.dumps(normalize(value, max_depth=max_depth), option=orjson.OPT_SORT_KEYS)

@@ -1,0 +1,57 @@
+"""The one place that builds cache keys: instance digests and the Redis key names around them."""
+
+from __future__ import annotations
+
+import hashlib
+
+# Bump when anything that feeds a digest changes meaning; old entries then simply miss.
+KEY_FORMAT_VERSION = b"pc1"
+DIGEST_BYTES = 16  # blake2b-128: collisions are out of reach, unlike a 64-bit hash
+
+
+def request_context(*, model_identity: str, model_version: str, canonical_parameters: bytes) -> bytes:
+    """The part of every key shared by all instances of one request.
+
+    ``model_identity`` names the model and what computes it (name, backend kind
+    and target), so re-pointing a model at another server starts a fresh cache.
+    """
+    return b"\x00".join(
+        (KEY_FORMAT_VERSION, model_identity.encode(), model_version.encode(), canonical_parameters)
+    )
+
+
+def instance_digest(context: bytes, canonical_instance: bytes) -> str:
+    """Hex digest identifying one instance's prediction under ``context``."""
+    hasher = hashlib.blake2b(context, digest_size=DIGEST_BYTES)
+    hasher.update(b"\x00")
+    hasher.update(canonical_instance)
+    return hasher.hexdigest()
+
+
+class KeySpace:
+    """Redis key names for one deployment prefix.
+
+    Every key of a model carries the hash tag ``{m<id>}`` so that, on Redis
+    Cluster, a model's entries and its generation live in one slot and a whole
+    lookup stays one round trip.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def namespace(self, model_id: int) -> str:
+        return f"{self.prefix}{{m{model_id}}}"
+
+    def generation(self, namespace: str) -> str:
+        return f"{namespace}:gen"
+
+    def version_generation(self, namespace: str, model_version: str) -> str:
+        # Versions are operator- or backend-supplied text: hash them into a safe, bounded name.
+        digest = hashlib.blake2b(model_version.encode(), digest_size=DIGEST_BYTES).hexdigest()
+        return f"{namespace}:gen:v:{digest}"
+
+    def entry(self, namespace: str, digest: str) -> str:
+        return f"{namespace}:e:{digest}"
+
+    def stats(self, namespace: str) -> str:
+        return f"{namespace}:stats"

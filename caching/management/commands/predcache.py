@@ -1,0 +1,193 @@
+"""``manage.py predcache``: the operator CLI (models, keys, purge, warm, stats)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from caching.backends import BACKEND_KINDS
+from caching.backends.base import BackendError
+from caching.core.canonical import InvalidJSON, parse_json
+from caching.core.store import CacheUnavailable
+from caching.models import ModelEndpoint
+from caching.services import (
+    api_key_create,
+    model_cache_purge,
+    model_stats,
+    model_upsert,
+    prediction_serve,
+)
+
+WARM_BATCH = 100
+
+
+class Command(BaseCommand):
+    help = "Operate predcache: register models, create API keys, purge, warm and inspect caches."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        commands = parser.add_subparsers(dest="command", required=True)
+
+        models = commands.add_parser("models", help="register and list models").add_subparsers(
+            dest="models_command", required=True
+        )
+        upsert = models.add_parser("upsert", help="create or update a model (idempotent)")
+        upsert.add_argument("name")
+        upsert.add_argument("--backend", required=True, choices=BACKEND_KINDS)
+        upsert.add_argument("--target", required=True)
+        upsert.add_argument("--api-endpoint")
+        upsert.add_argument("--ttl", type=int, help="seconds a prediction is served from the cache")
+        upsert.add_argument("--timeout", type=float, help="seconds one backend call may take")
+        upsert.add_argument("--model-version", help="version text that is part of every cache key")
+        switch = upsert.add_mutually_exclusive_group()
+        switch.add_argument("--cache", dest="enabled", action="store_true", default=None)
+        switch.add_argument("--no-cache", dest="enabled", action="store_false")
+        models.add_parser("list", help="list registered models")
+
+        keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+            dest="keys_command", required=True
+        )
+        create = keys.add_parser("create", help="create a key; the key is the last line printed")
+        create.add_argument("label")
+
+        purge = commands.add_parser("purge", help="make a model's cached predictions unreachable")
+        purge.add_argument("name")
+        purge.add_argument("--version", help="purge only this model version")
+
+        warm = commands.add_parser("warm", help="compute and store predictions for known instances")
+        warm.add_argument("name")
+        warm.add_argument("--file", required=True, type=Path, help="JSON Lines, one instance a line")
+        warm.add_argument("--parameters", help="JSON object of parameters sent with every instance")
+
+        stats = commands.add_parser("stats", help="hit and miss counters per model")
+        stats.add_argument("name", nargs="?")
+        stats.add_argument("--json", action="store_true", help="one JSON object per model")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        command = options["command"]
+        handler = {
+            "models": lambda: self._models(options),
+            "keys": lambda: self._keys_create(options["label"]),
+            "purge": lambda: self._purge(options["name"], options["version"]),
+            "warm": lambda: self._warm(options["name"], options["file"], options["parameters"]),
+            "stats": lambda: self._stats(options["name"], options["json"]),
+        }[command]
+        try:
+            handler()
+        except CacheUnavailable as exc:
+            raise CommandError(f"Redis is unavailable: {exc}") from exc
+
+    def _models(self, options: dict[str, Any]) -> None:
+        if options["models_command"] == "list":
+            for model in ModelEndpoint.objects.select_related("policy"):
+                policy = getattr(model, "policy", None)
+                cache = "off" if policy is not None and not policy.enabled else "on"
+                ttl = policy.ttl_seconds if policy is not None else "-"
+                self.stdout.write(
+                    f"{model.name}\t{model.backend}\t{model.target}\tttl={ttl}\tcache={cache}"
+                    f"\tversion={model.model_version or '-'}"
+                )
+            return
+        try:
+            model, created = model_upsert(
+                name=options["name"],
+                backend=options["backend"],
+                target=options["target"],
+                api_endpoint=options["api_endpoint"],
+                timeout_seconds=options["timeout"],
+                model_version=options["model_version"],
+                ttl_seconds=options["ttl"],
+                enabled=options["enabled"],
+            )
+        except ValidationError as exc:
+            raise CommandError(_validation_message(exc)) from exc
+        self.stdout.write(f"{'created' if created else 'updated'} model {model.name}")
+
+    def _keys_create(self, label: str) -> None:
+        key = api_key_create(label=label)
+        self.stderr.write(f"created API key {label!r}; store it now, it is not shown again:")
+        self.stdout.write(key)
+
+    def _purge(self, name: str, version: str | None) -> None:
+        model = _model_named(name)
+        model_cache_purge(model=model, model_version=version)
+        scope = f"version {version!r} of {name}" if version is not None else name
+        self.stdout.write(f"purged cached predictions of {scope}")
+
+    def _warm(self, name: str, path: Path, parameters_json: str | None) -> None:
+        _model_named(name)
+        parameters = _parse_parameters(parameters_json)
+        totals = {"instances": 0, "already_cached": 0, "computed": 0}
+        try:
+            for batch in _batches(_read_instances(path), WARM_BATCH):
+                _, result = prediction_serve(model_name=name, instances=batch, parameters=parameters)
+                totals["instances"] += len(batch)
+                totals["already_cached"] += result.hits
+                totals["computed"] += result.misses
+        except (BackendError, InvalidJSON) as exc:
+            raise CommandError(f"warming stopped after {totals['instances']} instances: {exc}") from exc
+        self.stdout.write(" ".join(f"{key}={value}" for key, value in totals.items()))
+
+    def _stats(self, name: str | None, as_json: bool) -> None:
+        models = [_model_named(name)] if name else list(ModelEndpoint.objects.all())
+        for model in models:
+            stats = model_stats(model=model)
+            if as_json:
+                self.stdout.write(orjson.dumps(stats).decode())
+            else:
+                self.stdout.write("  ".join(f"{key}={value}" for key, value in stats.items()))
+
+
+def _model_named(name: str) -> ModelEndpoint:
+    model = ModelEndpoint.objects.filter(name=name).first()
+    if model is None:
+        raise CommandError(f"no model is registered as {name!r}")
+    return model
+
+
+def _parse_parameters(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        parameters = parse_json(text.encode())
+    except InvalidJSON as exc:
+        raise CommandError(f"--parameters: {exc}") from exc
+    if not isinstance(parameters, dict):
+        raise CommandError("--parameters must be a JSON object")
+    return parameters
+
+
+def _read_instances(path: Path) -> Iterator[Any]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield parse_json(line)
+            except InvalidJSON as exc:
+                raise CommandError(f"{path}:{number}: {exc}") from exc
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
+    return " ".join(exc.messages)

@@ -1,0 +1,100 @@
+"""Registered models and their cache policies, edited in the admin and by the CLI."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from caching.backends import build_backend
+from caching.backends.base import Backend, BackendConfigError
+
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+
+
+class BackendKind(models.TextChoices):
+    LOCAL = "local", "Local model file (joblib)"
+    HTTP = "http", "HTTP JSON prediction server"
+
+
+class ModelEndpoint(models.Model):
+    """A model predcache answers for: its name in the URL and the server that computes it."""
+
+    name = models.CharField(
+        max_length=128,
+        unique=True,
+        validators=[
+            RegexValidator(
+                f"^{MODEL_NAME_PATTERN}$",
+                "Letters, digits, '.', '_' and '-', starting with a letter or digit.",
+            )
+        ],
+        help_text="Used in the URL: POST /v1/models/<name>:predict.",
+    )
+    backend = models.CharField(max_length=16, choices=BackendKind.choices)
+    target = models.CharField(
+        max_length=1024,
+        help_text="local: a joblib file under PREDCACHE_MODEL_DIR; http: the URL of a row-format predict endpoint.",
+    )
+    api_endpoint = models.CharField(
+        max_length=512, blank=True, help_text="Overrides the backend's default API host."
+    )
+    timeout_seconds = models.FloatField(
+        default=30.0,
+        validators=[MinValueValidator(0.05), MaxValueValidator(600)],
+        help_text="How long one backend call may take before the client gets a 504.",
+    )
+    model_version = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="Part of every cache key: change it and the model's cache starts afresh.",
+    )
+    options = models.JSONField(
+        default=dict, blank=True, help_text='Backend options, e.g. {"method": "predict_proba"}.'
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "model"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        try:
+            self.backend_adapter()
+        except BackendConfigError as exc:
+            raise ValidationError({"target": str(exc)}) from exc
+
+    def backend_adapter(self) -> Backend:
+        """Build the adapter that calls this model's server; raises BackendConfigError."""
+        return build_backend(
+            self.backend,
+            self.target,
+            timeout_seconds=self.timeout_seconds,
+            options=self.options or {},
+            model_dir=settings.PREDCACHE_MODEL_DIR,
+        )
+
+
+class CachePolicy(models.Model):
+    """How a model's predictions are cached."""
+
+    model = models.OneToOneField(ModelEndpoint, on_delete=models.CASCADE, related_name="policy")
+    enabled = models.BooleanField(
+        default=True, help_text="Off: every request goes to the backend and nothing is stored."
+    )
+    ttl_seconds = models.PositiveIntegerField(
+        default=3600,
+        validators=[MinValueValidator(1), MaxValueValidator(90 * 24 * 3600)],
+        help_text="How long a stored prediction is served.",
+    )
+
+    class Meta:
+        verbose_name_plural = "cache policies"
+
+    def __str__(self) -> str:
+        return f"cache policy of {self.model.name}"

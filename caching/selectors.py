@@ -1,0 +1,72 @@
+"""Reads: the models the request path serves, cached briefly in process so a hit needs no query."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from caching.backends.base import Backend, BackendConfigError
+from caching.core.readthrough import CacheSpec
+from caching.models import CachePolicy, ModelEndpoint
+from caching.runtime import get_runtime
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """A registered model as the request path needs it: cache spec plus a ready backend."""
+
+    name: str
+    spec: CacheSpec
+    backend: Backend | None
+    config_error: str | None = None
+
+
+_served: dict[str, tuple[float, ServedModel | None]] = {}
+_served_lock = threading.Lock()
+
+
+def served_model_get(*, name: str) -> ServedModel | None:
+    """The model called ``name``, or ``None``; answers from memory for PREDCACHE_CONFIG_CACHE_SECONDS."""
+    now = time.monotonic()
+    cached = _served.get(name)
+    if cached is not None and now - cached[0] < settings.PREDCACHE_CONFIG_CACHE_SECONDS:
+        return cached[1]
+    model = ModelEndpoint.objects.select_related("policy").filter(name=name).first()
+    served = None if model is None else served_model_build(model=model)
+    with _served_lock:
+        if len(_served) > 10_000:  # unknown names are remembered too; keep the map bounded
+            _served.clear()
+        _served[name] = (now, served)
+    return served
+
+
+def served_models_forget() -> None:
+    """Drop this process's copies so the next request reads the database."""
+    with _served_lock:
+        _served.clear()
+
+
+def served_model_build(*, model: ModelEndpoint) -> ServedModel:
+    """Turn a database row into what the request path uses."""
+    policy = getattr(model, "policy", None) or CachePolicy(model=model)
+    spec = CacheSpec(
+        namespace=model_namespace(model=model),
+        model_name=model.name,
+        model_identity=f"{model.name}\x00{model.backend}\x00{model.target}",
+        model_version=model.model_version,
+        ttl_seconds=policy.ttl_seconds,
+        enabled=policy.enabled,
+    )
+    try:
+        backend = model.backend_adapter()
+    except BackendConfigError as exc:
+        return ServedModel(name=model.name, spec=spec, backend=None, config_error=str(exc))
+    return ServedModel(name=model.name, spec=spec, backend=backend)
+
+
+def model_namespace(*, model: ModelEndpoint) -> str:
+    """The Redis namespace holding ``model``'s entries, generation and counters."""
+    return get_runtime().keyspace.namespace(model.pk)

@@ -1,0 +1,127 @@
+"""Shared fixtures: a real Redis (the machine's, or one we start), a real model server, API keys."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import urllib3
+from django.test import Client
+
+from tests.support.processes import RedisServer, model_server, redis_answers
+
+# When we borrow a Redis that is not ours, we use our own database index and key prefix
+# and delete only our keys afterwards; we never FLUSHDB or FLUSHALL it.
+TEST_REDIS_DB = int(os.environ.get("PREDCACHE_TEST_REDIS_DB", "13"))
+SESSION_PREFIX = f"pctest:{uuid.uuid4().hex[:8]}:"
+
+
+def _shared_redis_url() -> str | None:
+    explicit = os.environ.get("PREDCACHE_TEST_REDIS_URL")
+    if explicit:
+        return explicit
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+    candidate = redis.connection.parse_url(base)
+    url = f"redis://{candidate.get('host', '127.0.0.1')}:{candidate.get('port', 6379)}/{TEST_REDIS_DB}"
+    return url if redis_answers(url) else None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running Redis: the one configured or on 127.0.0.1:6379, else an embedded one."""
+    url = _shared_redis_url()
+    if url is not None:
+        yield url
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{SESSION_PREFIX}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start : start + 500])
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(settings: Any, redis_url: str) -> None:
+    """Every test gets its own key prefix on the session's Redis."""
+    settings.REDIS_URL = redis_url
+    settings.PREDCACHE_KEY_PREFIX = f"{SESSION_PREFIX}{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture(scope="session")
+def model_server_url() -> Iterator[str]:
+    with model_server() as url:
+        yield url
+
+
+class ModelServer:
+    """Test-side handle on the HTTP model server process."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.predict_url = f"{base_url}/predict"
+        self._http = urllib3.PoolManager()
+
+    def _post(self, path: str, document: Any) -> None:
+        self._http.request("POST", f"{self.base_url}{path}", json=document)
+
+    def reset(self) -> None:
+        self._post("/reset", {})
+
+    def control(self, **settings: Any) -> None:
+        self._post("/control", settings)
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self._http.request("GET", f"{self.base_url}/calls").json()["calls"]
+
+
+@pytest.fixture
+def backend(model_server_url: str) -> ModelServer:
+    server = ModelServer(model_server_url)
+    server.reset()
+    return server
+
+
+@pytest.fixture
+def api_key(db: None) -> str:
+    from caching.services import api_key_create
+
+    return api_key_create(label="tests")
+
+
+@pytest.fixture
+def http_model(db: None, backend: ModelServer) -> Any:
+    from caching.services import model_upsert
+
+    model, _ = model_upsert(name="echo", backend="http", target=backend.predict_url, ttl_seconds=300)
+    return model
+
+
+class ApiClient:
+    """Posts predict requests the way a client application does."""
+
+    def __init__(self, key: str) -> None:
+        self.client = Client()
+        self.key = key
+
+    def predict(self, model: str, document: Any, **headers: str) -> Any:
+        import orjson
+
+        return self.client.post(
+            f"/v1/models/{model}:predict",
+            data=orjson.dumps(document),
+            content_type="application/json",
+            headers={"Authorization": f"Api-Key {self.key}", **headers},
+        )
+
+
+@pytest.fixture
+def api(api_key: str) -> ApiClient:
+    return ApiClient(api_key)

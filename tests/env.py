@@ -1,0 +1,8 @@
+"""Loaded with ``-p tests.env`` before Django settings are read: test-only environment defaults."""
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "predcache_site.settings")
+# Stats are flushed explicitly by the tests that read them, so no thread adds Redis commands.
+os.environ.setdefault("PREDCACHE_STATS_FLUSH_SECONDS", "0")

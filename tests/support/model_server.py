@@ -1,0 +1,111 @@
+"""A real HTTP model server for tests and benchmarks, speaking the row format.
+
+Each instance's prediction is ``{"echo": instance, "parameters": parameters}``,
+except an object instance with a ``"return"`` field, whose prediction is that
+field's value (so tests can ask for ``0``, ``null``, ``false``, ``""`` or ``[]``).
+``GET /calls`` lists the bodies received; ``POST /control`` sets the behaviour
+(``{"status": 503, "delay": 1.5, "modelVersionId": "v2"}``); ``POST /reset``
+clears both. Run: ``python -m tests.support.model_server [--port N]``; it prints
+its port on the first line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+_state_lock = threading.Lock()
+_calls: list[Any] = []
+_control: dict[str, Any] = {}
+
+
+def _predict(instance: Any, parameters: Any) -> Any:
+    if isinstance(instance, dict) and "return" in instance:
+        return instance["return"]
+    return {"echo": instance, "parameters": parameters}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def _send(self, status: int, document: Any) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"null")
+
+    def do_GET(self) -> None:
+        if self.path == "/calls":
+            with _state_lock:
+                self._send(200, {"calls": list(_calls)})
+        elif self.path == "/healthz":
+            self._send(200, {"status": "ok"})
+        else:
+            self._send(404, {"error": "no such route"})
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/reset":
+            with _state_lock:
+                _calls.clear()
+                _control.clear()
+            self._body()
+            self._send(200, {"reset": True})
+        elif path == "/control":
+            settings = self._body()
+            with _state_lock:
+                _control.clear()
+                _control.update(settings)
+            self._send(200, {"control": settings})
+        elif path == "/predict":
+            self._predict()
+        else:
+            self._send(404, {"error": "no such route"})
+
+    def _predict(self) -> None:
+        document = self._body()
+        with _state_lock:
+            _calls.append(document)
+            control = dict(_control)
+        if control.get("delay"):
+            time.sleep(control["delay"])
+        if control.get("status"):
+            self._send(control["status"], {"error": {"message": control.get("message", "failure")}})
+            return
+        parameters = document.get("parameters")
+        answer: dict[str, Any] = {
+            "predictions": [_predict(instance, parameters) for instance in document["instances"]]
+        }
+        for field in ("modelVersionId", "deployedModelId"):
+            if field in control:
+                answer[field] = control[field]
+        self._send(200, answer)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    server = ThreadingHTTPServer(("127.0.0.1", parser.parse_args().port), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    sys.stdout.close()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

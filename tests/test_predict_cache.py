@@ -1,0 +1,136 @@
+"""The read-through cache end to end: real Redis, real HTTP model server, the public route."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from caching.services import model_upsert
+
+pytestmark = pytest.mark.django_db
+
+
+def test_repeat_instance_is_a_hit_and_backend_called_once(api, backend, http_model):
+    document = {"instances": [{"x": 1, "y": [1, 2]}], "parameters": {"k": 3}}
+    first = api.predict("echo", document)
+    second = api.predict("echo", document)
+
+    assert first.status_code == 200
+    assert first["X-Cache"] == "MISS"
+    assert second["X-Cache"] == "HIT"
+    assert (second["X-Cache-Hits"], second["X-Cache-Misses"]) == ("1", "0")
+    assert second.json() == first.json()
+    assert first.json()["predictions"] == [{"echo": {"x": 1, "y": [1, 2]}, "parameters": {"k": 3}}]
+    assert len(backend.calls()) == 1
+
+
+def test_object_key_order_and_number_spelling_do_not_matter(api, backend, http_model):
+    api.predict("echo", {"instances": [{"a": 1, "b": {"c": 2.0, "d": [3]}}]})
+    reordered = api.predict("echo", {"instances": [{"b": {"d": [3.0], "c": 2}, "a": 1.0}]})
+
+    assert reordered["X-Cache"] == "HIT"
+    assert len(backend.calls()) == 1
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"instances": [{"a": 2}]},
+        {"instances": [{"a": 1}], "parameters": {"temperature": 0.5}},
+        {"instances": [{"a": "1"}]},
+        {"instances": [{"a": True}]},
+    ],
+    ids=["value", "parameters", "string-vs-number", "bool-vs-number"],
+)
+def test_different_value_or_parameters_miss(api, backend, http_model, changed):
+    api.predict("echo", {"instances": [{"a": 1}]})
+    response = api.predict("echo", changed)
+
+    assert response["X-Cache"] == "MISS"
+    assert len(backend.calls()) == 2
+    assert response.json()["predictions"][0]["echo"] == changed["instances"][0]
+
+
+def test_different_model_version_misses(api, backend, http_model):
+    api.predict("echo", {"instances": [[1, 2]]})
+    model_upsert(name="echo", backend="http", target=backend.predict_url, model_version="v2")
+
+    assert api.predict("echo", {"instances": [[1, 2]]})["X-Cache"] == "MISS"
+    assert api.predict("echo", {"instances": [[1, 2]]})["X-Cache"] == "HIT"
+    assert len(backend.calls()) == 2
+
+
+def test_batch_of_six_with_two_cached_and_a_duplicate(api, backend, http_model):
+    api.predict("echo", {"instances": [{"n": 1}, {"n": 2}]})
+    backend.reset()
+
+    batch = [{"n": 10}, {"n": 1}, {"n": 11}, {"n": 2}, {"n": 12}, {"n": 10}]
+    response = api.predict("echo", {"instances": batch})
+
+    assert response.status_code == 200
+    assert response["X-Cache"] == "PARTIAL"
+    assert (response["X-Cache-Hits"], response["X-Cache-Misses"]) == ("2", "4")
+    assert [p["echo"] for p in response.json()["predictions"]] == batch
+    calls = backend.calls()
+    assert len(calls) == 1
+    assert calls[0]["instances"] == [{"n": 10}, {"n": 11}, {"n": 12}]
+
+
+@pytest.mark.parametrize("falsy", [0, None, False, "", [], {}, 0.0])
+def test_falsy_predictions_are_cached_and_returned_unchanged(api, backend, http_model, falsy):
+    document = {"instances": [{"return": falsy}]}
+    first = api.predict("echo", document)
+    second = api.predict("echo", document)
+
+    assert first.json()["predictions"] == [falsy]
+    assert second["X-Cache"] == "HIT"
+    assert second.json()["predictions"] == [falsy]
+    assert type(second.json()["predictions"][0]) is type(falsy)
+    assert len(backend.calls()) == 1
+
+
+def test_model_version_reported_by_backend_is_passed_through_and_cached(api, backend, http_model):
+    backend.control(modelVersionId="7", deployedModelId="dm-1")
+    miss = api.predict("echo", {"instances": [1]})
+    hit = api.predict("echo", {"instances": [1]})
+
+    for response in (miss, hit):
+        assert response.json()["modelVersionId"] == "7"
+        assert response.json()["deployedModelId"] == "dm-1"
+    assert hit["X-Cache"] == "HIT"
+
+
+def test_purge_makes_the_next_request_miss(api, backend, http_model, capsys):
+    api.predict("echo", {"instances": [[1], [2]]})
+    assert api.predict("echo", {"instances": [[1], [2]]})["X-Cache"] == "HIT"
+
+    call_command("predcache", "purge", "echo")
+
+    assert api.predict("echo", {"instances": [[1], [2]]})["X-Cache"] == "MISS"
+    assert api.predict("echo", {"instances": [[1], [2]]})["X-Cache"] == "HIT"
+    assert len(backend.calls()) == 2
+
+
+def test_purge_of_one_version_leaves_the_others(api, backend, http_model):
+    api.predict("echo", {"instances": [[1]]})
+    call_command("predcache", "purge", "echo", "--version", "some-other-version")
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+    call_command("predcache", "purge", "echo", "--version", "")
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+
+
+def test_disabled_cache_passes_through(api, backend, http_model):
+    model_upsert(name="echo", backend="http", target=backend.predict_url, enabled=False)
+    for _ in range(2):
+        response = api.predict("echo", {"instances": [[1], [1]]})
+        assert response["X-Cache"] == "BYPASS"
+    assert len(backend.calls()) == 2
+    assert backend.calls()[0]["instances"] == [[1], [1]]
+
+
+def test_repointing_a_model_at_another_server_starts_a_fresh_cache(api, backend, http_model):
+    api.predict("echo", {"instances": [[1]]})
+    model_upsert(name="echo", backend="http", target=backend.predict_url + "?replica=2")
+
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
