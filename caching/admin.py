@@ -46,7 +46,9 @@ class ModelEndpointAdmin(admin.ModelAdmin):
             try:
                 model_cache_purge(model=model)
             except CacheUnavailable as exc:
-                self.message_user(request, f"Redis unavailable, {model.name} not purged: {exc}", messages.ERROR)
+                self.message_user(
+                    request, f"Redis unavailable, {model.name} not purged: {exc}", messages.ERROR
+                )
                 continue
             purged.append(model.name)
         if purged:

@@ -35,7 +35,9 @@ class ModelEndpoint(models.Model):
     backend = models.CharField(max_length=16, choices=BackendKind.choices)
     target = models.CharField(
         max_length=1024,
-        help_text="local: a joblib file under PREDCACHE_MODEL_DIR; http: the URL of a row-format predict endpoint.",
+        help_text=(
+            "local: a joblib file under PREDCACHE_MODEL_DIR; http: the URL of a row-format predict endpoint."
+        ),
     )
     api_endpoint = models.CharField(
         max_length=512, blank=True, help_text="Overrides the backend's default API host."

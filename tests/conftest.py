@@ -125,3 +125,19 @@ class ApiClient:
 @pytest.fixture
 def api(api_key: str) -> ApiClient:
     return ApiClient(api_key)
+
+
+@pytest.fixture(scope="session")
+def iris_model_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from scripts.train_demo_model import train
+
+    return train(tmp_path_factory.mktemp("models") / "iris.joblib")
+
+
+@pytest.fixture
+def local_model(db: None, settings: Any, iris_model_file: Any) -> Any:
+    from caching.services import model_upsert
+
+    settings.PREDCACHE_MODEL_DIR = iris_model_file.parent
+    model, _ = model_upsert(name="iris", backend="local", target=iris_model_file.name)
+    return model

@@ -1,4 +1,4 @@
-"""API key authentication: keys stored hashed by djangorestframework-api-key, verified keys remembered briefly."""
+"""API key authentication: hashed keys (djangorestframework-api-key), verifications remembered briefly."""
 
 from __future__ import annotations
 

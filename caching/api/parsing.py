@@ -56,9 +56,7 @@ def predict_payload(document: Any) -> tuple[list[Any], dict[str, Any] | None]:
     if not instances:
         raise ApiError(400, "invalid_request", "'instances' must not be empty")
     if len(instances) > settings.PREDCACHE_MAX_INSTANCES:
-        raise too_large(
-            f"{len(instances)} instances sent, the limit is {settings.PREDCACHE_MAX_INSTANCES}"
-        )
+        raise too_large(f"{len(instances)} instances sent, the limit is {settings.PREDCACHE_MAX_INSTANCES}")
     parameters = document.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise ApiError(400, "invalid_request", "'parameters' must be an object")

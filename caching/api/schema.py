@@ -16,9 +16,7 @@ class PredictRequestSerializer(serializers.Serializer):
     instances = serializers.ListField(
         child=serializers.JSONField(), min_length=1, help_text="One JSON value per instance."
     )
-    parameters = serializers.DictField(
-        required=False, help_text="Model parameters; part of the cache key."
-    )
+    parameters = serializers.DictField(required=False, help_text="Model parameters; part of the cache key.")
 
 
 class PredictResponseSerializer(serializers.Serializer):
@@ -60,6 +58,7 @@ ERROR_RESPONSES = {
     503: _error("The model server is unavailable", "backend_unavailable"),
     504: _error("The model server timed out", "backend_timeout"),
 }
+
 
 def _response_header(name: str, kind: type, description: str, **extra: object) -> OpenApiParameter:
     return OpenApiParameter(

@@ -57,9 +57,7 @@ class PredictView(APIView):
             raise _not_found(model)
         instances, parameters = predict_payload(read_json_body(request))
         try:
-            served, result = prediction_serve(
-                model_name=model, instances=instances, parameters=parameters
-            )
+            served, result = prediction_serve(model_name=model, instances=instances, parameters=parameters)
         except ModelNotFound:
             raise _not_found(model) from None
         except InvalidJSON as exc:

@@ -59,7 +59,5 @@ class BackendConfigError(ValueError):
 def checked_result(result: BackendResult, expected: int) -> BackendResult:
     """Guard against a backend answering with the wrong number of predictions."""
     if len(result.predictions) != expected:
-        raise BackendError(
-            f"backend returned {len(result.predictions)} predictions for {expected} instances"
-        )
+        raise BackendError(f"backend returned {len(result.predictions)} predictions for {expected} instances")
     return result

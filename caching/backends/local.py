@@ -69,9 +69,7 @@ class LocalBackend:
 
 
 def _check_instance(index: int, instance: Any, expected: int | None) -> None:
-    if not isinstance(instance, list) or not all(
-        type(value) in (int, float) for value in instance
-    ):
+    if not isinstance(instance, list) or not all(type(value) in (int, float) for value in instance):
         raise BackendRejectedInput(f"instance {index} must be a list of numbers")
     if expected is not None and len(instance) != expected:
         raise BackendRejectedInput(

@@ -47,9 +47,7 @@ def normalize(value: Any, *, max_depth: int, _depth: int = 0) -> Any:
     if kind is list:
         return [normalize(item, max_depth=max_depth, _depth=_depth + 1) for item in value]
     if kind is dict:
-        return {
-            key: normalize(item, max_depth=max_depth, _depth=_depth + 1) for key, item in value.items()
-        }
+        return {key: normalize(item, max_depth=max_depth, _depth=_depth + 1) for key, item in value.items()}
     raise InvalidJSON(f"unsupported JSON value of type {kind.__name__}")
 
 

@@ -78,4 +78,3 @@ def decode(raw: bytes) -> CachedPrediction:
         )
     except (orjson.JSONDecodeError, zlib.error, KeyError, TypeError) as exc:
         raise CodecError(f"corrupt value: {exc}") from exc
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
+from typing import cast
 
 import redis
 
@@ -55,7 +56,7 @@ class StatsRecorder:
 
 def read_stats(client: redis.Redis, keyspace: KeySpace, namespace: str) -> dict[str, int]:
     """The flushed counters of one model namespace (zeros where nothing was counted)."""
-    stored = client.hgetall(keyspace.stats(namespace))
+    stored = cast(dict[bytes, bytes], client.hgetall(keyspace.stats(namespace)))
     totals = {field: 0 for field in STAT_FIELDS}
     for field, value in stored.items():
         totals[field.decode()] = int(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -62,7 +63,8 @@ class PredictionStore:
         )
         keys = [*generation_keys, *(self.keyspace.entry(namespace, d) for d in digests)]
         try:
-            values = self.client.mget(keys)
+            # The client is built without decode_responses: every value is bytes or None.
+            values = cast(list[bytes | None], self.client.mget(keys))
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
         tokens: list[str] = []
@@ -110,7 +112,7 @@ class PredictionStore:
     def generation(self, namespace: str) -> str | None:
         """The current model-wide generation token of ``namespace``, if it has one."""
         try:
-            value = self.client.get(self.keyspace.generation(namespace))
+            value = cast(bytes | None, self.client.get(self.keyspace.generation(namespace)))
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
         return None if value is None else value.decode()

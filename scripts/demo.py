@@ -1,0 +1,191 @@
+"""``make demo``: migrate, seed a demo model and API key, find or start Redis, serve with gunicorn.
+
+Runs in the foreground until Ctrl-C, then stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from predcache_site.local_redis import (  # noqa: E402  (after the path tweak)
+    DEFAULT_LOCAL_URL,
+    RedisServer,
+    redis_answers,
+    wait_until,
+)
+
+VAR = REPO / "var"
+PYTHON = sys.executable
+DEMO_KEY_FILE = VAR / "demo-api-key"
+INSTANCE = '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
+
+
+def manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    result = subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    return result.stdout or ""
+
+
+def ensure_secret_key() -> None:
+    """Keep a per-checkout secret key in .env (git-ignored), made on first run; settings read it."""
+    env_file = REPO / ".env"
+    if env_file.exists() and "DJANGO_SECRET_KEY=" in env_file.read_text():
+        return
+    with env_file.open("a") as handle:
+        handle.write(f"DJANGO_SECRET_KEY={secrets.token_urlsafe(48)}\n")
+
+
+def choose_redis() -> tuple[str, RedisServer | None]:
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        if not redis_answers(configured):
+            sys.exit(f"REDIS_URL={configured} does not answer; unset it to use an embedded Redis")
+        return configured, None
+    if redis_answers(DEFAULT_LOCAL_URL):
+        return DEFAULT_LOCAL_URL, None
+    server = RedisServer(VAR / "redis").start()
+    return server.url, server
+
+
+def demo_key(env: dict[str, str]) -> str:
+    if DEMO_KEY_FILE.exists():
+        key = DEMO_KEY_FILE.read_text().strip()
+        check = "from rest_framework_api_key.models import APIKey; import sys; "
+        check += f"sys.exit(0 if APIKey.objects.is_valid('{key}') else 1)"
+        if subprocess.run([PYTHON, "manage.py", "shell", "-c", check], cwd=REPO, env=env).returncode == 0:
+            return key
+    key = manage("predcache", "keys", "create", "demo", env=env, capture=True).strip().splitlines()[-1]
+    DEMO_KEY_FILE.write_text(key + "\n")
+    DEMO_KEY_FILE.chmod(0o600)
+    return key
+
+
+def ask(url: str, key: str) -> tuple[str, str]:
+    request = urllib.request.Request(
+        url,
+        data=INSTANCE.encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Api-Key {key}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers["X-Cache"], response.read().decode()
+
+
+def main() -> None:
+    VAR.mkdir(exist_ok=True)
+    ensure_secret_key()
+    port = os.environ.get("PORT", "8000")
+    redis_url, embedded = choose_redis()
+    env = {**os.environ, "REDIS_URL": redis_url}
+    env.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        manage("migrate", "--noinput", "-v0", env=env)
+        manage("collectstatic", "--noinput", "-v0", env=env)
+        model_file = VAR / "models" / "iris.joblib"
+        if not model_file.exists():
+            subprocess.run(
+                [PYTHON, "scripts/train_demo_model.py", str(model_file)],
+                cwd=REPO,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        manage(
+            "predcache",
+            "models",
+            "upsert",
+            "iris",
+            "--backend",
+            "local",
+            "--target",
+            "iris.joblib",
+            "--ttl",
+            "3600",
+            env=env,
+        )
+        key = demo_key(env)
+        gunicorn = [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "predcache_site.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
+        ]
+        processes.append(subprocess.Popen(gunicorn, cwd=REPO, env=env))
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ready(base), timeout=30, what="gunicorn to answer /readyz")
+        url = f"{base}/v1/models/iris:predict"
+        subprocess.run(
+            [PYTHON, "manage.py", "predcache", "purge", "iris"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        first, second = ask(url, key), ask(url, key)
+        print(
+            f"""
+predcache is running at {base}   (Redis: {redis_url}{" embedded" if embedded else ""})
+  first request:  X-Cache: {first[0]}  {first[1]}
+  second request: X-Cache: {second[0]}  {second[1]}
+
+Try it:
+  curl -i -X POST {url} \\
+    -H 'Authorization: Api-Key {key}' -H 'Content-Type: application/json' \\
+    -d '{INSTANCE}'
+
+Admin: {base}/admin/ (create a login: .venv/bin/python manage.py createsuperuser)
+API docs: {base}/v1/docs     CLI: REDIS_URL={redis_url} .venv/bin/python manage.py predcache stats
+Press Ctrl-C to stop.
+""",
+            flush=True,
+        )
+        processes[0].wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=15)
+        if embedded is not None:
+            embedded.stop()
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        time.sleep(0.1)
+        return False
+
+
+if __name__ == "__main__":
+    main()

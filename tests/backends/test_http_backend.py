@@ -1,0 +1,121 @@
+"""The ``http`` backend against the real model server process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from caching.backends.base import (
+    BackendConfigError,
+    BackendError,
+    BackendRejectedInput,
+    BackendTimeout,
+    BackendUnavailable,
+)
+from caching.backends.http import HttpBackend
+from tests.backends.contract import BackendContract
+from tests.support.processes import free_port
+
+
+class TestHttpBackendContract(BackendContract):
+    @pytest.fixture
+    def backend(self, backend_server):
+        return HttpBackend(backend_server.predict_url, timeout_seconds=5)
+
+    @pytest.fixture
+    def instances(self):
+        return [[1, 2], {"a": "b"}, "text", None, 3.5]
+
+    @pytest.fixture
+    def rejected_instances(self, backend_server):
+        backend_server.control(status=400, message="instance 0: wrong shape")
+        return [[1]]
+
+
+@pytest.fixture
+def backend_server(model_server_url):
+    from tests.conftest import ModelServer
+
+    server = ModelServer(model_server_url)
+    server.reset()
+    return server
+
+
+def test_parameters_are_forwarded(backend_server):
+    result = HttpBackend(backend_server.predict_url, timeout_seconds=5).predict([1], {"top_k": 2})
+    assert result.predictions == [{"echo": 1, "parameters": {"top_k": 2}}]
+    assert backend_server.calls() == [{"instances": [1], "parameters": {"top_k": 2}}]
+
+
+def test_version_fields_are_reported(backend_server):
+    backend_server.control(modelVersionId="3", deployedModelId="42")
+    result = HttpBackend(backend_server.predict_url, timeout_seconds=5).predict([1], None)
+    assert (result.model_version_id, result.deployed_model_id) == ("3", "42")
+
+
+@pytest.mark.parametrize(
+    "status,error",
+    [
+        (400, BackendRejectedInput),
+        (422, BackendRejectedInput),
+        (429, BackendUnavailable),
+        (500, BackendError),
+        (503, BackendUnavailable),
+        (504, BackendTimeout),
+        (404, BackendError),
+    ],
+)
+def test_upstream_statuses_map_to_errors(backend_server, status, error):
+    backend_server.control(status=status, message="upstream says no")
+    with pytest.raises(error) as raised:
+        HttpBackend(backend_server.predict_url, timeout_seconds=5).predict([1], None)
+    assert type(raised.value) is error
+    assert "upstream says no" in str(raised.value)
+
+
+def test_slow_server_times_out(backend_server):
+    backend_server.control(delay=2)
+    with pytest.raises(BackendTimeout):
+        HttpBackend(backend_server.predict_url, timeout_seconds=0.3).predict([1], None)
+
+
+def test_refused_connection_is_unavailable():
+    with pytest.raises(BackendUnavailable):
+        HttpBackend(f"http://127.0.0.1:{free_port()}/predict", timeout_seconds=2).predict([1], None)
+
+
+def test_wrong_prediction_count_is_a_backend_error():
+    """A server that drops a prediction must not shift answers onto the wrong instances."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def answer_once():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        body = b'{"predictions": [1]}'
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        connection.close()
+
+    thread = threading.Thread(target=answer_once)
+    thread.start()
+    try:
+        with pytest.raises(BackendError, match="1 predictions for 2 instances"):
+            HttpBackend(f"http://127.0.0.1:{port}/predict", timeout_seconds=5).predict([1, 2], None)
+    finally:
+        thread.join(5)
+        listener.close()
+
+
+@pytest.mark.parametrize("target", ["ftp://x/predict", "not a url", "file:///etc/passwd", "http://"])
+def test_bad_targets_are_refused(target):
+    with pytest.raises(BackendConfigError):
+        HttpBackend(target, timeout_seconds=1)

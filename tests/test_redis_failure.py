@@ -1,0 +1,67 @@
+"""Redis is an accelerator: when it stops, predictions keep coming from the backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.processes import RedisServer, free_port
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def own_redis(settings, tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    settings.REDIS_URL = server.url
+    yield server
+    server.stop()
+
+
+def test_requests_succeed_from_the_backend_after_redis_stops(api, backend, http_model, own_redis):
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+    own_redis.stop()
+    for _ in range(3):
+        response = api.predict("echo", {"instances": [[1], [2]]})
+        assert response.status_code == 200
+        assert response["X-Cache"] == "BYPASS"
+        assert [p["echo"] for p in response.json()["predictions"]] == [[1], [2]]
+    assert len(backend.calls()) == 4
+
+
+def test_unreachable_redis_serves_from_backend(api, backend, http_model, settings):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    response = api.predict("echo", {"instances": [{"return": 0}]})
+    assert response.status_code == 200
+    assert response["X-Cache"] == "BYPASS"
+    assert response.json()["predictions"] == [0]
+
+
+def test_readyz_reports_redis_down(db, own_redis, client):
+    assert client.get("/readyz").status_code == 200
+    own_redis.stop()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis"].startswith("error")
+    assert response.json()["checks"]["database"] == "ok"
+
+
+def test_a_hit_is_exactly_one_redis_round_trip(api, backend, http_model, own_redis):
+    import redis
+
+    document = {"instances": [[1], [2], [3]], "parameters": {"p": 1}}
+    api.predict("echo", document)
+    observer = redis.Redis.from_url(own_redis.url)
+
+    def commands() -> dict[str, int]:
+        stats = observer.info("commandstats")
+        return {name: value["calls"] for name, value in stats.items() if name != "cmdstat_info"}
+
+    before = commands()
+    response = api.predict("echo", document)
+    after = commands()
+
+    assert response["X-Cache"] == "HIT"
+    delta = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    assert delta == {"cmdstat_mget": 1}
