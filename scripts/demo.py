@@ -89,6 +89,7 @@ def ask(url: str, key: str) -> tuple[str, str]:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop children on SIGTERM as on Ctrl-C
     VAR.mkdir(exist_ok=True)
     ensure_secret_key()
     port = os.environ.get("PORT", "8000")
@@ -121,22 +122,8 @@ def main() -> None:
             env=env,
         )
         key = demo_key(env)
-        gunicorn = [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            "predcache_site.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
-            "--access-logfile",
-            "-",
-        ]
+        gunicorn = [PYTHON, "-m", "gunicorn", "-c", "predcache_site/gunicorn_conf.py", "predcache_site.wsgi"]
+        env.update(GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_ACCESS_LOG="-")
         processes.append(subprocess.Popen(gunicorn, cwd=REPO, env=env))
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: _ready(base), timeout=30, what="gunicorn to answer /readyz")

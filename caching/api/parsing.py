@@ -27,6 +27,12 @@ def read_json_body(request: Request) -> Any:
     if charset and charset != "utf-8":
         raise ApiError(415, "unsupported_media_type", "the body must be UTF-8 encoded JSON")
     limit = settings.PREDCACHE_MAX_BODY_BYTES
+    if (
+        not request.META.get("CONTENT_LENGTH")
+        and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+    ):
+        # WSGI gives Django no way to read a chunked body; say so instead of "empty document".
+        raise ApiError(411, "length_required", "send the body with a Content-Length header")
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:

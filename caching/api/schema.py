@@ -52,6 +52,7 @@ ERROR_RESPONSES = {
     401: _error("Missing or invalid API key", "not_authenticated"),
     404: _error("Unknown model", "model_not_found"),
     405: _error("Method not allowed", "method_not_allowed"),
+    411: _error("Chunked body without Content-Length", "length_required"),
     413: _error("Body or instance count over the limit", "payload_too_large"),
     415: _error("Body is not application/json", "unsupported_media_type"),
     502: _error("The model server failed", "backend_error"),
