@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -32,10 +34,22 @@ def _not_found(model: str) -> ApiError:
     return ApiError(404, "model_not_found", f"no model is registered as {model[:128]!r}")
 
 
+class JsonOnlyNegotiation(BaseContentNegotiation):
+    """The API speaks JSON only: skip parsing the Accept header on every request."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
 class PredictView(APIView):
     """``POST /v1/models/{model}:predict`` — predictions, served from the cache where possible."""
 
     parser_classes: list[Any] = []  # the body is parsed strictly (orjson) in read_json_body
+    renderer_classes = [JSONRenderer]  # for errors; predictions are rendered with orjson below
+    content_negotiation_class = JsonOnlyNegotiation
 
     @extend_schema(
         operation_id="predict",

@@ -1,0 +1,322 @@
+"""Benchmark the hit path through gunicorn against a bare Django view doing one Redis GET.
+
+Also measures a MISS against the demo model (iris, local) and the HTTP model server, next to
+calling each model directly. Everything runs on this machine in processes this script starts
+(its own Redis, SQLite file, model server, two gunicorns). Prints a table and writes
+bench/results/hit_path.md.
+
+    .venv/bin/python bench/hit_path.py [--seconds 5] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import orjson  # noqa: E402
+
+from predcache_site.local_redis import RedisServer, free_port, wait_until  # noqa: E402
+from tests.support.processes import model_server  # noqa: E402
+
+IRIS_INSTANCE = [5.1, 3.5, 1.4, 0.2]
+
+
+class Server:
+    """A gunicorn process with the shared config, on its own port."""
+
+    def __init__(self, env: dict[str, str], settings_module: str, probe_path: str) -> None:
+        self.port = free_port()
+        env = {**env, "DJANGO_SETTINGS_MODULE": settings_module, "GUNICORN_BIND": f"127.0.0.1:{self.port}"}
+        command = [sys.executable, "-m", "gunicorn", "-c", "predcache_site/gunicorn_conf.py"]
+        self.process = subprocess.Popen([*command, "predcache_site.wsgi"], cwd=REPO, env=env)
+        self.probe_path = probe_path
+        try:
+            wait_until(self._up, timeout=30, what=f"gunicorn ({settings_module})")
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def _up(self) -> bool:
+        try:
+            return call(self.port, "GET", self.probe_path)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+
+
+def call(port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.getheader("X-Cache"), response.read()
+    finally:
+        connection.close()
+
+
+def load(
+    port: int, path: str, body: bytes | None, headers: dict[str, str], *, seconds: float, concurrency: int
+):
+    """Closed-loop load over keep-alive connections; returns (requests/s, latencies in ms)."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    failures = [0] * concurrency
+    deadline = time.perf_counter() + seconds
+    method = "POST" if body is not None else "GET"
+
+    def worker(slot: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while (start := time.perf_counter()) < deadline:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            latencies[slot].append((time.perf_counter() - start) * 1000)
+            if response.status != 200:
+                failures[slot] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(concurrency)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    merged = sorted(latency for per_thread in latencies for latency in per_thread)
+    if sum(failures):
+        raise RuntimeError(f"{sum(failures)} requests failed during the load run")
+    return len(merged) / elapsed, merged
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+def timed(function, repeats: int) -> list[float]:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - start) * 1000)
+    return sorted(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load run")
+    parser.add_argument("--concurrency", type=int, default=8, help="client connections in the load runs")
+    parser.add_argument("--misses", type=int, default=300, help="sequential MISS requests per model")
+    args = parser.parse_args()
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="predcache-bench-") as tmp:
+        work = Path(tmp)
+        redis_server = RedisServer(work / "redis").start()
+        stack.callback(redis_server.stop)
+        model_url = stack.enter_context(model_server())
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}",
+            "REDIS_URL": redis_server.url,
+            "DJANGO_SECRET_KEY": "bench",
+            "PREDCACHE_MODEL_DIR": str(work / "models"),
+            "PYTHONPATH": str(REPO),
+            "LOG_LEVEL": "WARNING",
+        }
+
+        def manage(*command: str) -> str:
+            return subprocess.run(
+                [sys.executable, "manage.py", *command],
+                cwd=REPO,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+
+        manage("migrate", "-v0")
+        subprocess.run(
+            [sys.executable, "scripts/train_demo_model.py", str(work / "models" / "iris.joblib")],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        manage("predcache", "models", "upsert", "iris", "--backend", "local", "--target", "iris.joblib")
+        manage(
+            "predcache", "models", "upsert", "echo", "--backend", "http", "--target", f"{model_url}/predict"
+        )
+        key = manage("predcache", "keys", "create", "bench").strip().splitlines()[-1]
+        headers = {"Content-Type": "application/json", "Authorization": f"Api-Key {key}"}
+
+        predcache = Server(env, "predcache_site.settings", "/healthz")
+        stack.callback(predcache.stop)
+        baseline = Server(env, "bench.baseline_settings", "/baseline")
+        stack.callback(baseline.stop)
+        import redis
+
+        redis.Redis.from_url(redis_server.url).set("bench:baseline", orjson.dumps({"predictions": [0]}))
+
+        hit_body = orjson.dumps({"instances": [IRIS_INSTANCE]})
+        status, cache, _ = call(predcache.port, "POST", "/v1/models/iris:predict", hit_body, headers)
+        status, cache, _ = call(predcache.port, "POST", "/v1/models/iris:predict", hit_body, headers)
+        assert (status, cache) == (200, "HIT"), (status, cache)
+
+        rows = []
+        for concurrency in (1, args.concurrency):
+            hit_rps, hit_lat = load(
+                predcache.port,
+                "/v1/models/iris:predict",
+                hit_body,
+                headers,
+                seconds=args.seconds,
+                concurrency=concurrency,
+            )
+            base_rps, base_lat = load(
+                baseline.port, "/baseline", None, {}, seconds=args.seconds, concurrency=concurrency
+            )
+            rows.append((concurrency, hit_rps, hit_lat, base_rps, base_lat))
+
+        miss_rows = []
+        import joblib
+        import numpy
+
+        iris = joblib.load(work / "models" / "iris.joblib")
+        rng = random.Random(7)
+
+        def iris_instance() -> list[float]:
+            return [round(rng.uniform(4, 8), 6) for _ in range(4)]
+
+        direct = timed(lambda: iris.predict(numpy.asarray([iris_instance()])), args.misses)
+        via = miss_latencies(
+            predcache.port,
+            "/v1/models/iris:predict",
+            lambda: orjson.dumps({"instances": [iris_instance()]}),
+            headers,
+            args.misses,
+        )
+        miss_rows.append(("iris (local, in process)", direct, via))
+
+        model_port = int(model_url.rsplit(":", 1)[1])
+        direct = miss_latencies(
+            model_port,
+            "/predict",
+            lambda: orjson.dumps({"instances": [rng.random()]}),
+            {"Content-Type": "application/json"},
+            args.misses,
+        )
+        via = miss_latencies(
+            predcache.port,
+            "/v1/models/echo:predict",
+            lambda: orjson.dumps({"instances": [rng.random()]}),
+            headers,
+            args.misses,
+        )
+        miss_rows.append(("echo (HTTP model server)", direct, via))
+
+    report(rows, miss_rows, args)
+
+
+def miss_latencies(port: int, path: str, make_body, headers: dict[str, str], repeats: int) -> list[float]:
+    """Sequential POSTs on one keep-alive connection, a new body each time."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    samples = []
+    for _ in range(repeats):
+        body = make_body()
+        start = time.perf_counter()
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        samples.append((time.perf_counter() - start) * 1000)
+        assert response.status == 200 and response.getheader("X-Cache") in (None, "MISS"), response.status
+    connection.close()
+    return sorted(samples)
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def p50_p99(latencies: list[float], digits: int) -> list[str]:
+    return [f"{percentile(latencies, 0.5):.{digits}f}", f"{percentile(latencies, 0.99):.{digits}f}"]
+
+
+def report(rows, miss_rows, args) -> None:
+    command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    hit_table = table(
+        [
+            "connections",
+            "HIT req/s",
+            "HIT p50 ms",
+            "HIT p99 ms",
+            "bare req/s",
+            "bare p50 ms",
+            "bare p99 ms",
+            "HIT/bare throughput",
+        ],
+        [
+            [
+                str(concurrency),
+                f"{hit_rps:,.0f}",
+                *p50_p99(hit_lat, 2),
+                f"{base_rps:,.0f}",
+                *p50_p99(base_lat, 2),
+                f"{hit_rps / base_rps:.2f}",
+            ]
+            for concurrency, hit_rps, hit_lat, base_rps, base_lat in rows
+        ],
+    )
+    miss_table = table(
+        ["model", "direct p50 ms", "direct p99 ms", "MISS p50 ms", "MISS p99 ms", "overhead p50 ms"],
+        [
+            [
+                name,
+                *p50_p99(direct, 3),
+                *p50_p99(via, 3),
+                f"{statistics.median(via) - statistics.median(direct):.3f}",
+            ]
+            for name, direct, via in miss_rows
+        ],
+    )
+    lines = [
+        "# Hit path benchmark",
+        "",
+        f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d')}. Both servers: gunicorn gthread, 2 workers x 4 threads "
+        "(predcache_site/gunicorn_conf.py); the Python load client shares the cores.",
+        "",
+        "## A cached single-instance request vs a bare Django view doing one Redis GET",
+        "",
+        *hit_table,
+        "",
+        f"## MISS latency ({args.misses} sequential requests, new instance each) vs calling the model",
+        "",
+        "Direct: iris `model.predict` in process; echo: POST to the model server on a keep-alive connection.",
+        "",
+        *miss_table,
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (REPO / "bench" / "results" / "hit_path.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
