@@ -30,6 +30,11 @@ def _shared_redis_url() -> str | None:
     return url if redis_answers(url) else None
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    url = _shared_redis_url()
+    return f"redis: {url} (key prefix {SESSION_PREFIX})" if url else "redis: embedded server (none answers)"
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A running Redis: the one configured or on 127.0.0.1:6379, else an embedded one."""

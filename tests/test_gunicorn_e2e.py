@@ -13,6 +13,7 @@ import orjson
 import pytest
 from django.db import connection
 
+from tests.conftest import SESSION_PREFIX
 from tests.support.processes import REPO, free_port, wait_until
 
 
@@ -50,7 +51,7 @@ def server(seeded, redis_url, django_db_blocker):
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "PREDCACHE_KEY_PREFIX": f"pctest:e2e:{uuid.uuid4().hex[:8]}:",
+        "PREDCACHE_KEY_PREFIX": f"{SESSION_PREFIX}e2e:",
         "DJANGO_SECRET_KEY": "e2e",
         "PYTHONPATH": str(REPO),
     }

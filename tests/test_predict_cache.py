@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from caching.models import ModelEndpoint
+from caching.runtime import get_runtime
+from caching.selectors import served_models_forget
 from caching.services import model_upsert
 
 pytestmark = pytest.mark.django_db
@@ -134,3 +137,69 @@ def test_repointing_a_model_at_another_server_starts_a_fresh_cache(api, backend,
     model_upsert(name="echo", backend="http", target=backend.predict_url + "?replica=2")
 
     assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+
+
+def _entry_keys(model):
+    runtime = get_runtime()
+    namespace = runtime.keyspace.namespace(model.pk)
+    return runtime.client, [key for key in runtime.client.scan_iter(match=f"{namespace}:e:*")]
+
+
+def test_entries_are_written_with_the_policy_ttl(api, backend, http_model):
+    model_upsert(name="echo", backend="http", target=backend.predict_url, ttl_seconds=120)
+    api.predict("echo", {"instances": [[1], [2]]})
+
+    client, keys = _entry_keys(http_model)
+    assert len(keys) == 2
+    assert all(110 < client.ttl(key) <= 120 for key in keys)
+
+
+def test_a_lost_generation_key_never_revives_purged_entries(api, backend, http_model):
+    """Even if Redis evicts the generation key after a purge, purged entries stay unserved."""
+    api.predict("echo", {"instances": [[1]]})
+    call_command("predcache", "purge", "echo")
+    runtime = get_runtime()
+    runtime.client.delete(runtime.keyspace.generation(runtime.keyspace.namespace(http_model.pk)))
+
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+
+def test_corrupt_entry_is_a_miss_and_is_replaced(api, backend, http_model, caplog):
+    api.predict("echo", {"instances": [[1]]})
+    client, [key] = _entry_keys(http_model)
+    client.set(key, b"\x01\x00garbage")
+
+    response = api.predict("echo", {"instances": [[1]]})
+    assert response["X-Cache"] == "MISS"
+    assert response.json()["predictions"] == [{"echo": [1], "parameters": None}]
+    assert "undecodable cache entry" in caplog.text
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+
+@pytest.mark.parametrize(
+    "status,code",
+    [
+        (500, "backend_error"),
+        (503, "backend_unavailable"),
+        (504, "backend_timeout"),
+        (400, "invalid_instances"),
+    ],
+)
+def test_backend_failures_map_to_json_errors_and_store_nothing(api, backend, http_model, status, code):
+    backend.control(status=status, message="model exploded")
+    response = api.predict("echo", {"instances": [[1]]})
+    assert response.status_code == {500: 502}.get(status, status)
+    assert response.json()["error"]["code"] == code
+    assert "model exploded" in response.json()["error"]["message"]
+
+    backend.control()
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+
+
+def test_misconfigured_model_is_a_502_not_a_500(api, http_model):
+    ModelEndpoint.objects.filter(pk=http_model.pk).update(target="ftp://nowhere")
+    served_models_forget()
+    response = api.predict("echo", {"instances": [[1]]})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "backend_misconfigured"

@@ -1,0 +1,72 @@
+"""The Django admin: models with their policy, and the purge action."""
+
+from __future__ import annotations
+
+import pytest
+
+from caching.models import CachePolicy, ModelEndpoint
+
+pytestmark = pytest.mark.django_db
+
+
+def test_changelist_shows_models(admin_client, http_model):
+    response = admin_client.get("/admin/caching/modelendpoint/")
+    assert response.status_code == 200
+    assert b"echo" in response.content
+
+
+def test_add_model_with_its_policy(admin_client, backend):
+    response = admin_client.post(
+        "/admin/caching/modelendpoint/add/",
+        {
+            "name": "from-admin",
+            "backend": "http",
+            "target": backend.predict_url,
+            "api_endpoint": "",
+            "timeout_seconds": "5",
+            "model_version": "",
+            "options": "{}",
+            "policy-TOTAL_FORMS": "1",
+            "policy-INITIAL_FORMS": "0",
+            "policy-MIN_NUM_FORMS": "1",
+            "policy-MAX_NUM_FORMS": "1",
+            "policy-0-enabled": "on",
+            "policy-0-ttl_seconds": "45",
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    assert CachePolicy.objects.get(model__name="from-admin").ttl_seconds == 45
+
+
+def test_admin_refuses_a_model_path_outside_the_model_directory(admin_client):
+    response = admin_client.post(
+        "/admin/caching/modelendpoint/add/",
+        {
+            "name": "escape",
+            "backend": "local",
+            "target": "../../etc/passwd",
+            "timeout_seconds": "5",
+            "options": "{}",
+            "policy-TOTAL_FORMS": "1",
+            "policy-INITIAL_FORMS": "0",
+            "policy-MIN_NUM_FORMS": "1",
+            "policy-MAX_NUM_FORMS": "1",
+            "policy-0-ttl_seconds": "45",
+        },
+    )
+    assert response.status_code == 200
+    assert b"outside the model directory" in response.content
+    assert not ModelEndpoint.objects.filter(name="escape").exists()
+
+
+def test_purge_action(admin_client, api, backend, http_model):
+    api.predict("echo", {"instances": [[1]]})
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+    response = admin_client.post(
+        "/admin/caching/modelendpoint/",
+        {"action": "purge_cache", "_selected_action": [http_model.pk]},
+        follow=True,
+    )
+    assert b"Purged: echo" in response.content
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
