@@ -86,6 +86,9 @@ class ModelServer:
     def calls(self) -> list[dict[str, Any]]:
         return self._http.request("GET", f"{self.base_url}/calls").json()["calls"]
 
+    def peer_ports(self) -> list[int]:
+        return self._http.request("GET", f"{self.base_url}/calls").json()["peer_ports"]
+
 
 @pytest.fixture
 def backend(model_server_url: str) -> ModelServer:

@@ -49,6 +49,15 @@ def test_parameters_are_forwarded(backend_server):
     assert backend_server.calls() == [{"instances": [1], "parameters": {"top_k": 2}}]
 
 
+def test_connections_are_reused(backend_server):
+    backend = HttpBackend(backend_server.predict_url, timeout_seconds=5)
+    for value in range(3):
+        backend.predict([value], None)
+    ports = backend_server.peer_ports()
+    assert len(ports) == 3
+    assert len(set(ports)) == 1
+
+
 def test_version_fields_are_reported(backend_server):
     backend_server.control(modelVersionId="3", deployedModelId="42")
     result = HttpBackend(backend_server.predict_url, timeout_seconds=5).predict([1], None)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 _state_lock = threading.Lock()
 _calls: list[Any] = []
+_peer_ports: list[int] = []  # client port of each predict call: shows connection reuse
 _control: dict[str, Any] = {}
 
 
@@ -55,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/calls":
             with _state_lock:
-                self._send(200, {"calls": list(_calls)})
+                self._send(200, {"calls": list(_calls), "peer_ports": list(_peer_ports)})
         elif self.path == "/healthz":
             self._send(200, {"status": "ok"})
         else:
@@ -66,6 +67,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/reset":
             with _state_lock:
                 _calls.clear()
+                _peer_ports.clear()
                 _control.clear()
             self._body()
             self._send(200, {"reset": True})
@@ -84,6 +86,7 @@ class Handler(BaseHTTPRequestHandler):
         document = self._body()
         with _state_lock:
             _calls.append(document)
+            _peer_ports.append(self.client_address[1])
             control = dict(_control)
         if control.get("delay"):
             time.sleep(control["delay"])
