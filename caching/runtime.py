@@ -101,5 +101,8 @@ def _flush_at_exit(runtime: Runtime) -> None:
 
 def _flush_stats_forever(runtime: Runtime, interval: float) -> None:
     while not runtime.stop_flusher.wait(interval):
-        if not runtime.stats.flush(runtime.client, runtime.keyspace):
-            logger.debug("stats flush failed; counts kept for the next attempt")
+        try:
+            if not runtime.stats.flush(runtime.client, runtime.keyspace):
+                logger.debug("stats flush failed; counts kept for the next attempt")
+        except Exception:  # the flusher must outlive any surprise; counts are best effort
+            logger.exception("stats flush crashed; will try again")

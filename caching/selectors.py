@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import orjson
 from django.conf import settings
 
 from caching.backends.base import Backend, BackendConfigError
@@ -52,19 +53,27 @@ def served_models_forget() -> None:
 def served_model_build(*, model: ModelEndpoint) -> ServedModel:
     """Turn a database row into what the request path uses."""
     policy = getattr(model, "policy", None) or CachePolicy(model=model)
+    try:
+        backend: Backend | None = model.backend_adapter()
+        config_error = None
+    except BackendConfigError as exc:
+        backend, config_error = None, str(exc)
     spec = CacheSpec(
         namespace=model_namespace(model=model),
         model_name=model.name,
-        model_identity=f"{model.name}\x00{model.backend}\x00{model.target}",
+        model_identity=model_identity(model=model, backend=backend),
         model_version=model.model_version,
         ttl_seconds=policy.ttl_seconds,
         enabled=policy.enabled,
     )
-    try:
-        backend = model.backend_adapter()
-    except BackendConfigError as exc:
-        return ServedModel(name=model.name, spec=spec, backend=None, config_error=str(exc))
-    return ServedModel(name=model.name, spec=spec, backend=backend)
+    return ServedModel(name=model.name, spec=spec, backend=backend, config_error=config_error)
+
+
+def model_identity(*, model: ModelEndpoint, backend: Backend | None) -> str:
+    """Everything about a model that decides its predictions, so a change starts a fresh cache."""
+    options = orjson.dumps(model.options or {}, option=orjson.OPT_SORT_KEYS).decode()
+    backend_identity = backend.identity if backend is not None else ""
+    return "\x00".join((model.name, model.backend, model.target, options, backend_identity))
 
 
 def model_namespace(*, model: ModelEndpoint) -> str:

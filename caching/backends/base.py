@@ -17,7 +17,13 @@ class BackendResult:
 
 
 class Backend(Protocol):
-    """A model server: turns instances (plus request parameters) into predictions."""
+    """A model server: turns instances (plus request parameters) into predictions.
+
+    ``identity`` names what, beyond the model's registered settings, decides its
+    predictions (the version of a model file, say); it is part of every cache key.
+    """
+
+    identity: str
 
     def predict(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
         """Return one prediction per instance, in order, or raise a :class:`BackendError`."""

@@ -33,6 +33,7 @@ class HttpBackend:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise BackendConfigError(f"http backend target must be an http(s) URL, got {url!r}")
         self.url = url
+        self.identity = ""  # the URL (part of the model's settings) says it all
         self.timeout = urllib3.Timeout(total=timeout_seconds)
         self.pool = pool
 

@@ -9,7 +9,7 @@ from typing import cast
 import redis
 
 from caching.core.keys import KeySpace
-from caching.core.store import REDIS_FAILURES
+from caching.core.store import REDIS_FAILURES, CacheUnavailable
 
 STAT_FIELDS = (
     "requests",
@@ -56,7 +56,10 @@ class StatsRecorder:
 
 def read_stats(client: redis.Redis, keyspace: KeySpace, namespace: str) -> dict[str, int]:
     """The flushed counters of one model namespace (zeros where nothing was counted)."""
-    stored = cast(dict[bytes, bytes], client.hgetall(keyspace.stats(namespace)))
+    try:
+        stored = cast(dict[bytes, bytes], client.hgetall(keyspace.stats(namespace)))
+    except REDIS_FAILURES as exc:
+        raise CacheUnavailable(str(exc)) from exc
     totals = {field: 0 for field in STAT_FIELDS}
     for field, value in stored.items():
         totals[field.decode()] = int(value)

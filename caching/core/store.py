@@ -13,12 +13,14 @@ from redis.retry import Retry
 
 from caching.core.keys import KeySpace
 
-# Errors that mean "Redis is not answering right now"; the request path fails open on them.
-REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+# Every error redis-py raises: refused or dropped connections, timeouts, and error replies
+# (out of memory, read-only replica after a failover, missing ACL permission, not Redis at
+# all). The request path fails open on all of them.
+REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.RedisError,)
 
 
 class CacheUnavailable(Exception):
-    """Redis did not answer in time or refused the connection."""
+    """Redis could not serve the command: unreachable, too slow, or answering with an error."""
 
 
 def redis_client(url: str, *, socket_timeout: float, connect_timeout: float) -> redis.Redis:
