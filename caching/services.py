@@ -47,6 +47,7 @@ def model_upsert(
     api_endpoint: str | None = None,
     timeout_seconds: float | None = None,
     model_version: str | None = None,
+    options: dict[str, Any] | None = None,
     ttl_seconds: int | None = None,
     enabled: bool | None = None,
 ) -> tuple[ModelEndpoint, bool]:
@@ -61,6 +62,7 @@ def model_upsert(
         ("api_endpoint", api_endpoint),
         ("timeout_seconds", timeout_seconds),
         ("model_version", model_version),
+        ("options", options),
     ):
         if value is not None:
             setattr(model, field, value)

@@ -83,6 +83,10 @@ class ModelServer:
     def control(self, **settings: Any) -> None:
         self._post("/control", settings)
 
+    def release(self) -> None:
+        """Let predict calls held by ``control(hold=True)`` answer."""
+        self._post("/release", {})
+
     def calls(self) -> list[dict[str, Any]]:
         return self._http.request("GET", f"{self.base_url}/calls").json()["calls"]
 

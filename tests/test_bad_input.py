@@ -25,6 +25,13 @@ MALFORMED = {
     "minus-infinity": (b'{"instances": [-Infinity]}', 400),
     "overflowing-float": (b'{"instances": [1e400]}', 400),
     "huge-integer": (b'{"instances": [1' + b"0" * 5000 + b"]}", 400),
+    # orjson would round these to doubles; two different integers must never share a key
+    "integer-past-2**64": (b'{"instances": [18446744073709551616]}', 400),
+    "integer-below-minus-2**63": (b'{"instances": [{"id": -9223372036854775809}]}', 400),
+    "30-digit-integer-in-parameters": (
+        b'{"instances": [1], "parameters": {"seed": ' + b"9" * 30 + b"}}",
+        400,
+    ),
     "deep-nesting": (b'{"instances": [' + b"[" * 40 + b"]" * 40 + b"]}", 400),
     "very-deep-nesting": (b'{"instances": [' + b"[" * 5000 + b"]" * 5000 + b"]}", 400),
     "deep-parameters": (b'{"instances": [1], "parameters": {"a":' + b"[" * 40 + b"]" * 40 + b"}}", 400),
@@ -83,14 +90,38 @@ def test_wrong_content_type_is_415(api, backend, http_model, content_type):
     assert backend.calls() == []
 
 
-def test_json_with_utf8_charset_is_accepted(api, backend, http_model):
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=utf-8", 'Application/JSON; Charset="UTF-8"', "application/json"],
+)
+def test_json_with_utf8_charset_is_accepted(api, backend, http_model, content_type):
     response = api.client.post(
         "/v1/models/echo:predict",
         data=b'{"instances": [1]}',
-        content_type="application/json; charset=utf-8",
+        content_type=content_type,
         headers={"Authorization": f"Api-Key {api.key}"},
     )
     assert response.status_code == 200
+
+
+def test_64_bit_integers_are_exact_and_distinct(api, backend, http_model):
+    """Integers at the edge of 64 bits keep every digit, and neighbours do not share an entry."""
+    big = 2**64 - 1
+    first = api.client.post(
+        "/v1/models/echo:predict",
+        data=f'{{"instances": [{big}]}}'.encode(),
+        content_type="application/json",
+        headers={"Authorization": f"Api-Key {api.key}"},
+    )
+    second = api.client.post(
+        "/v1/models/echo:predict",
+        data=f'{{"instances": [{big - 1}]}}'.encode(),
+        content_type="application/json",
+        headers={"Authorization": f"Api-Key {api.key}"},
+    )
+    assert first.json()["predictions"][0]["echo"] == big
+    assert second["X-Cache"] == "MISS"
+    assert second.json()["predictions"][0]["echo"] == big - 1
 
 
 @pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])

@@ -133,3 +133,14 @@ def test_cli_entry_point_runs_as_a_process(tmp_path):
     key = result.stdout.strip().splitlines()[-1]
     prefix, _, secret = key.partition(".")
     assert len(prefix) == 8 and len(secret) == 32
+
+
+def test_upsert_sets_backend_options(local_model, iris_model_file):
+    args = ("predcache", "models", "upsert", "iris", "--backend", "local", "--target", iris_model_file.name)
+    call_command(*args, "--options", '{"method": "predict_proba"}')
+    assert ModelEndpoint.objects.get(name="iris").options == {"method": "predict_proba"}
+
+    for bad in ("[1]", "{not json", '{"batch": 4}'):
+        with pytest.raises(CommandError):
+            call_command(*args, "--options", bad)
+    assert ModelEndpoint.objects.get(name="iris").options == {"method": "predict_proba"}

@@ -203,3 +203,80 @@ def test_misconfigured_model_is_a_502_not_a_500(api, http_model):
     response = api.predict("echo", {"instances": [[1]]})
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "backend_misconfigured"
+
+
+def test_a_purge_landing_while_a_miss_is_computed_is_not_undone(api, backend, http_model):
+    """The miss that was already at the model when the purge landed must not refill the cache."""
+    import threading
+
+    from caching.selectors import served_model_get
+    from tests.support.processes import wait_until
+
+    served = served_model_get(name="echo")
+    cache = get_runtime().cache
+    backend.control(hold=True)
+    answers = []
+    in_flight = threading.Thread(
+        target=lambda: answers.append(cache.predict(served.spec, served.backend, [[1]], None))
+    )
+    in_flight.start()
+    try:
+        wait_until(lambda: len(backend.calls()) == 1, timeout=10, what="the miss to reach the model")
+        call_command("predcache", "purge", "echo")
+    finally:
+        backend.release()
+        in_flight.join(timeout=10)
+    assert answers[0].cache_status == "MISS"
+
+    backend.control()
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+    assert len(backend.calls()) == 2
+
+
+def test_versions_are_reported_only_when_every_prediction_shares_them(api, backend, http_model):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-a")
+
+    mixed = api.predict("echo", {"instances": [[1], [2]]})
+    assert mixed["X-Cache"] == "PARTIAL"
+    assert mixed.json()["modelVersionId"] is None
+    assert mixed.json()["deployedModelId"] == "dm-a"
+
+    fresh = api.predict("echo", {"instances": [[2], [3]]})
+    assert fresh["X-Cache"] == "PARTIAL"
+    assert fresh.json()["modelVersionId"] == "2"
+
+
+def test_changing_model_options_starts_a_fresh_cache(api, local_model):
+    instance = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+    labels = api.predict("iris", instance)
+    model_upsert(name="iris", backend="local", target=local_model.target, options={"method": "predict_proba"})
+
+    probabilities = api.predict("iris", instance)
+    assert probabilities["X-Cache"] == "MISS"
+    assert labels.json()["predictions"] == [0]
+    assert len(probabilities.json()["predictions"][0]) == 3
+    assert api.predict("iris", instance)["X-Cache"] == "HIT"
+
+
+def test_replacing_a_local_model_file_starts_a_fresh_cache(
+    api, local_model, iris_model_file, settings, tmp_path
+):
+    """A retrained model under the same file name must not be answered from the old one's entries."""
+    import shutil
+
+    from scripts.train_demo_model import train
+
+    settings.PREDCACHE_MODEL_DIR = tmp_path
+    shutil.copy(iris_model_file, tmp_path / "iris.joblib")
+    served_models_forget()
+    instance = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+    assert api.predict("iris", instance)["X-Cache"] == "MISS"
+    assert api.predict("iris", instance)["X-Cache"] == "HIT"
+
+    train(tmp_path / "iris.joblib")  # the same file name, written again
+    served_models_forget()
+
+    assert api.predict("iris", instance)["X-Cache"] == "MISS"

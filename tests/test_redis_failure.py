@@ -65,3 +65,36 @@ def test_a_hit_is_exactly_one_redis_round_trip(api, backend, http_model, own_red
     assert response["X-Cache"] == "HIT"
     delta = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     assert delta == {"cmdstat_mget": 1}
+
+
+def test_a_redis_that_refuses_writes_still_answers_and_says_nothing_was_stored(
+    api, backend, http_model, own_redis, caplog
+):
+    """Out of memory under noeviction: reads work, writes fail; predictions still flow."""
+    import redis
+
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # every write is now refused with an OOM error reply
+
+    for _ in range(2):
+        response = api.predict("echo", {"instances": [[1]]})
+        assert response.status_code == 200
+        assert response["X-Cache"] == "MISS"
+        assert response["Cache-Status"] == "predcache; fwd=miss"
+        assert response.json()["predictions"] == [{"echo": [1], "parameters": None}]
+    assert "could not store predictions" in caplog.text
+
+    admin.config_set("maxmemory", 0)
+    stored = api.predict("echo", {"instances": [[1]]})
+    assert stored["Cache-Status"] == "predcache; fwd=miss; stored"
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+
+def test_cli_reports_redis_down_as_an_error_not_a_traceback(http_model, own_redis):
+    from django.core.management import CommandError, call_command
+
+    own_redis.stop()
+    for command in (("purge", "echo"), ("stats", "echo")):
+        with pytest.raises(CommandError, match="Redis is unavailable"):
+            call_command("predcache", *command)

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.utils.http import parse_header_parameters
 from rest_framework.request import Request
 
 from caching.api.errors import ApiError
@@ -20,11 +21,10 @@ def too_large(message: str) -> ApiError:
 
 def read_json_body(request: Request) -> Any:
     """The parsed body of a JSON request, or an ApiError (415, 413, 400)."""
-    media_type, _, params = (request.content_type or "").partition(";")
-    if media_type.strip().lower() != "application/json":
+    media_type, params = parse_header_parameters(request.content_type or "")
+    if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
-    charset = params.strip().lower().removeprefix("charset=").strip('"')
-    if charset and charset != "utf-8":
+    if params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
         raise ApiError(415, "unsupported_media_type", "the body must be UTF-8 encoded JSON")
     limit = settings.PREDCACHE_MAX_BODY_BYTES
     if (

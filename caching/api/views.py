@@ -22,11 +22,14 @@ from caching.models import MODEL_NAME_PATTERN
 from caching.services import ModelNotFound, prediction_serve
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+# RFC 9211 Cache-Status values, by (X-Cache, whether the fresh predictions were stored).
 _CACHE_STATUS = {
-    "HIT": "predcache; hit",
-    "MISS": "predcache; fwd=miss; stored",
-    "PARTIAL": "predcache; fwd=partial; stored",
-    "BYPASS": "predcache; fwd=bypass",
+    ("HIT", False): "predcache; hit",
+    ("MISS", True): "predcache; fwd=miss; stored",
+    ("MISS", False): "predcache; fwd=miss",
+    ("PARTIAL", True): "predcache; fwd=partial; stored",
+    ("PARTIAL", False): "predcache; fwd=partial",
+    ("BYPASS", False): "predcache; fwd=bypass",
 }
 
 
@@ -90,5 +93,5 @@ class PredictView(APIView):
         response["X-Cache"] = result.cache_status
         response["X-Cache-Hits"] = str(result.hits)
         response["X-Cache-Misses"] = str(result.misses)
-        response["Cache-Status"] = _CACHE_STATUS[result.cache_status]
+        response["Cache-Status"] = _CACHE_STATUS[result.cache_status, result.stored]
         return response

@@ -8,12 +8,18 @@ from typing import Any
 from caching.backends.base import Backend, BackendConfigError
 
 BACKEND_KINDS = ("local", "http")
+# The options each backend understands; anything else is a configuration error, not ignored.
+BACKEND_OPTIONS: dict[str, frozenset[str]] = {"local": frozenset({"method"}), "http": frozenset()}
 
 
 def build_backend(
     kind: str, target: str, *, timeout_seconds: float, options: dict[str, Any], model_dir: Path
 ) -> Backend:
     """Construct the backend for a registered model; raises :class:`BackendConfigError`."""
+    unknown = sorted(set(options) - BACKEND_OPTIONS.get(kind, frozenset()))
+    if unknown:
+        known = ", ".join(sorted(BACKEND_OPTIONS.get(kind, ()))) or "none"
+        raise BackendConfigError(f"unknown {kind} backend option(s) {', '.join(unknown)} (known: {known})")
     if kind == "http":
         from caching.backends.http import HttpBackend
 

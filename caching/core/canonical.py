@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any
 
 import orjson
@@ -9,6 +12,10 @@ import orjson
 # Doubles represent every integer up to 2**53 exactly; past it an integer and a
 # double are the same number only when the double holds the integer exactly.
 _EXACT_INT_LIMIT = 2**53
+# orjson keeps integers in [-2**63, 2**64) and silently turns larger ones into doubles,
+# which would let two different integers share one key. Such integers need 19+ digits.
+_INT_MIN, _INT_END = -(2**63), 2**64
+_LONG_DIGIT_RUN = re.compile(rb"\d{19}")
 
 
 class InvalidJSON(ValueError):
@@ -18,14 +25,33 @@ class InvalidJSON(ValueError):
 def parse_json(body: bytes) -> Any:
     """Parse strict JSON: invalid UTF-8, NaN, Infinity and overflowing numbers are errors."""
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from exc
+    if _LONG_DIGIT_RUN.search(body):
+        # Rare: parse again, exactly, only to find integers that orjson rounded.
+        try:
+            json.loads(body, parse_int=_checked_int)
+        except RecursionError:
+            raise InvalidJSON("request body is nested too deeply") from None
+    return document
+
+
+def _checked_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:  # more digits than Python converts at all
+        raise InvalidJSON("an integer in the request is out of range") from None
+    if not _INT_MIN <= number < _INT_END:
+        raise InvalidJSON(f"integer {text[:40]} is out of range (-2**63 to 2**64-1)")
+    return number
 
 
 def canonical_number(number: int | float) -> int | float:
     """Map numbers that are equal by value (``1``, ``1.0``, ``-0.0``, ``0``) to one representative."""
     if type(number) is float:
+        if not math.isfinite(number):
+            raise InvalidJSON("NaN and Infinity are not JSON numbers")
         if number.is_integer() and -_EXACT_INT_LIMIT <= number <= _EXACT_INT_LIMIT:
             return int(number)
         return number

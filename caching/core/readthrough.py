@@ -42,6 +42,13 @@ class Prediction:
     misses: int
     model_version_id: str | None
     deployed_model_id: str | None
+    stored: bool = False  # the fresh predictions were written to the cache
+
+
+def _common(values: Sequence[str | None]) -> str | None:
+    """The value all of ``values`` share, or None when they differ (or there are none)."""
+    first = values[0] if values else None
+    return first if all(value == first for value in values) else None
 
 
 class ReadThroughCache:
@@ -90,25 +97,29 @@ class ReadThroughCache:
 
         found = self._usable_entries(spec, lookup, list(first_index))
         missing = [digest for digest in first_index if digest not in found]
-        fresh: BackendResult | None = None
+        stored = False
         if missing:
             fresh = self._call_backend(
                 spec, backend, [instances[first_index[d]] for d in missing], parameters
             )
-            found.update(self._store_fresh(spec, lookup, missing, fresh))
+            entries, stored = self._store_fresh(spec, lookup, missing, fresh)
+            found.update(entries)
 
         missing_set = set(missing)
         misses = sum(1 for digest in digests if digest in missing_set)
         hits = len(digests) - misses
         self.stats.record(spec.namespace, requests=1, hits=hits, misses=misses)
-        source = fresh if fresh is not None else found[digests[0]]
+        answers = [found[digest] for digest in digests]
         return Prediction(
-            predictions=[found[digest].prediction for digest in digests],
+            predictions=[entry.prediction for entry in answers],
             cache_status=HIT if not misses else (MISS if not hits else PARTIAL),
             hits=hits,
             misses=misses,
-            model_version_id=source.model_version_id,
-            deployed_model_id=source.deployed_model_id,
+            # Entries written at different times may come from different model versions:
+            # report a version only when every prediction in the answer shares it.
+            model_version_id=_common([entry.model_version_id for entry in answers]),
+            deployed_model_id=_common([entry.deployed_model_id for entry in answers]),
+            stored=stored,
         )
 
     def _usable_entries(
@@ -130,7 +141,7 @@ class ReadThroughCache:
 
     def _store_fresh(
         self, spec: CacheSpec, lookup: Lookup, missing: list[str], fresh: BackendResult
-    ) -> dict[str, CachedPrediction]:
+    ) -> tuple[dict[str, CachedPrediction], bool]:
         now = self.clock()
         entries = {
             digest: CachedPrediction(
@@ -151,7 +162,9 @@ class ReadThroughCache:
             )
         except CacheUnavailable as exc:
             logger.warning("could not store predictions of %s: %s", spec.model_name, exc)
-        return entries
+            self.stats.record(spec.namespace, store_errors=1)
+            return entries, False
+        return entries, True
 
     def _call_backend(
         self,

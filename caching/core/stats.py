@@ -19,6 +19,7 @@ STAT_FIELDS = (
     "backend_calls",
     "backend_instances",
     "decode_errors",
+    "store_errors",
 )
 
 

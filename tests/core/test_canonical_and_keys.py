@@ -57,10 +57,40 @@ def test_nesting_beyond_the_limit_is_rejected():
         canonical_bytes(deep, max_depth=32)
 
 
-@pytest.mark.parametrize("body", [b"[NaN]", b"[Infinity]", b"[1e999]", b'"\xff"', b"[1,]"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[NaN]",
+        b"[Infinity]",
+        b"[1e999]",
+        b'"\xff"',
+        b"[1,]",
+        b"[18446744073709551616]",
+        b"[-9223372036854775809]",
+        b"[" * 900 + b"12345678901234567890123" + b"]" * 900,
+    ],
+)
 def test_strict_parsing_rejects_what_json_does_not_allow(body):
     with pytest.raises(InvalidJSON):
         parse_json(body)
+
+
+@pytest.mark.parametrize(
+    "body,value",
+    [
+        (b"[18446744073709551615, -9223372036854775808]", [2**64 - 1, -(2**63)]),
+        (b'["123456789012345678901234567890"]', ["123456789012345678901234567890"]),
+        (b"[0.12345678901234567890123]", [0.12345678901234568]),
+    ],
+)
+def test_long_digit_runs_within_range_parse_exactly(body, value):
+    assert parse_json(body) == value
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_have_no_canonical_form(number):
+    with pytest.raises(InvalidJSON):
+        canon([number])
 
 
 def test_digest_covers_model_version_parameters_and_instance():

@@ -4,9 +4,10 @@ Each instance's prediction is ``{"echo": instance, "parameters": parameters}``,
 except an object instance with a ``"return"`` field, whose prediction is that
 field's value (so tests can ask for ``0``, ``null``, ``false``, ``""`` or ``[]``).
 ``GET /calls`` lists the bodies received; ``POST /control`` sets the behaviour
-(``{"status": 503, "delay": 1.5, "modelVersionId": "v2"}``); ``POST /reset``
-clears both. Run: ``python -m tests.support.model_server [--port N]``; it prints
-its port on the first line.
+(``{"status": 503, "delay": 1.5, "modelVersionId": "v2", "hold": true}``);
+with ``hold``, each predict call is recorded and then waits until ``POST /release``.
+``POST /reset`` clears all of it and releases held calls.
+Run: ``python -m tests.support.model_server [--port N]``; it prints its port on the first line.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _state_lock = threading.Lock()
 _calls: list[Any] = []
 _peer_ports: list[int] = []  # client port of each predict call: shows connection reuse
 _control: dict[str, Any] = {}
+_released = threading.Event()
 
 
 def _predict(instance: Any, parameters: Any) -> Any:
@@ -69,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
                 _calls.clear()
                 _peer_ports.clear()
                 _control.clear()
+            _released.set()
             self._body()
             self._send(200, {"reset": True})
         elif path == "/control":
@@ -76,7 +79,13 @@ class Handler(BaseHTTPRequestHandler):
             with _state_lock:
                 _control.clear()
                 _control.update(settings)
+                if settings.get("hold"):
+                    _released.clear()
             self._send(200, {"control": settings})
+        elif path == "/release":
+            self._body()
+            _released.set()
+            self._send(200, {"released": True})
         elif path == "/predict":
             self._predict()
         else:
@@ -88,6 +97,8 @@ class Handler(BaseHTTPRequestHandler):
             _calls.append(document)
             _peer_ports.append(self.client_address[1])
             control = dict(_control)
+        if control.get("hold"):
+            _released.wait(timeout=60)
         if control.get("delay"):
             time.sleep(control["delay"])
         if control.get("status"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,11 @@ class Command(BaseCommand):
         upsert.add_argument("--ttl", type=int, help="seconds a prediction is served from the cache")
         upsert.add_argument("--timeout", type=float, help="seconds one backend call may take")
         upsert.add_argument("--model-version", help="version text that is part of every cache key")
+        upsert.add_argument(
+            "--options",
+            type=_json_object,
+            help='backend options as a JSON object, e.g. \'{"method": "predict_proba"}\'',
+        )
         switch = upsert.add_mutually_exclusive_group()
         switch.add_argument("--cache", dest="enabled", action="store_true", default=None)
         switch.add_argument("--no-cache", dest="enabled", action="store_false")
@@ -100,6 +106,7 @@ class Command(BaseCommand):
                 api_endpoint=options["api_endpoint"],
                 timeout_seconds=options["timeout"],
                 model_version=options["model_version"],
+                options=options["options"],
                 ttl_seconds=options["ttl"],
                 enabled=options["enabled"],
             )
@@ -147,6 +154,17 @@ def _model_named(name: str) -> ModelEndpoint:
     if model is None:
         raise CommandError(f"no model is registered as {name!r}")
     return model
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse type of ``--options``: a JSON object."""
+    try:
+        value = parse_json(text.encode())
+    except InvalidJSON as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def _parse_parameters(text: str | None) -> dict[str, Any] | None:
