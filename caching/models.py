@@ -67,7 +67,7 @@ class ModelEndpoint(models.Model):
 
     def clean(self) -> None:
         try:
-            self.backend_adapter()
+            self.backend_adapter().verify()
         except BackendConfigError as exc:
             raise ValidationError({"target": str(exc)}) from exc
 

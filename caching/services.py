@@ -7,7 +7,7 @@ from typing import Any
 from django.db import transaction
 from rest_framework_api_key.models import APIKey
 
-from caching.backends.base import BackendError
+from caching.backends.base import BackendMisconfigured
 from caching.core.readthrough import Prediction
 from caching.core.stats import read_stats
 from caching.models import CachePolicy, ModelEndpoint
@@ -17,12 +17,6 @@ from caching.selectors import ServedModel, model_namespace, served_model_get
 
 class ModelNotFound(LookupError):
     """No model is registered under the requested name."""
-
-
-class BackendMisconfigured(BackendError):
-    """The model's backend settings are unusable; an operator must fix them."""
-
-    code = "backend_misconfigured"
 
 
 def prediction_serve(

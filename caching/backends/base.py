@@ -29,6 +29,14 @@ class Backend(Protocol):
         """Return one prediction per instance, in order, or raise a :class:`BackendError`."""
         ...
 
+    def verify(self) -> None:
+        """Check the settings more deeply than construction does (load a model file, say).
+
+        May be slow: for the admin and the CLI, never the request path. Raises
+        :class:`BackendConfigError`.
+        """
+        ...
+
 
 class BackendError(Exception):
     """A model server failed; ``status`` and ``code`` are what the client is told."""
@@ -56,6 +64,12 @@ class BackendRejectedInput(BackendError):
 
     status = 400
     code = "invalid_instances"
+
+
+class BackendMisconfigured(BackendError):
+    """The model's backend settings are unusable at request time; an operator must fix them."""
+
+    code = "backend_misconfigured"
 
 
 class BackendConfigError(ValueError):

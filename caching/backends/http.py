@@ -37,6 +37,9 @@ class HttpBackend:
         self.timeout = urllib3.Timeout(total=timeout_seconds)
         self.pool = pool
 
+    def verify(self) -> None:
+        """Nothing to check beyond the URL: the server may legitimately be down right now."""
+
     def predict(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
         body: dict[str, Any] = {"instances": list(instances)}
         if parameters is not None:

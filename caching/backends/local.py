@@ -9,8 +9,10 @@ from typing import Any
 
 from caching.backends.base import (
     BackendConfigError,
+    BackendMisconfigured,
     BackendRejectedInput,
     BackendResult,
+    BackendUnavailable,
     checked_result,
 )
 
@@ -28,13 +30,18 @@ def resolve_model_path(model_dir: Path, target: str) -> Path:
     return path
 
 
-def load_model(path: Path) -> tuple[str, Any]:
-    """The model in ``path`` and its file version, loading it only when the file changed."""
+def file_version(path: Path) -> str:
+    """Names one version of a file: it changes whenever the file is rewritten."""
     try:
         stat = path.stat()
     except OSError as exc:
         raise BackendConfigError(f"model file {path.name} cannot be read: {exc.strerror}") from exc
-    version = f"{stat.st_mtime_ns}-{stat.st_size}"
+    return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+
+def load_model(path: Path) -> tuple[str, Any]:
+    """The model in ``path`` and its file version, loading it only when the file changed."""
+    version = file_version(path)
     loaded = _LOADED.get(path)
     if loaded is not None and loaded[0] == version:
         return loaded
@@ -47,6 +54,8 @@ def load_model(path: Path) -> tuple[str, Any]:
                 model = joblib.load(path)
             except Exception as exc:  # joblib raises anything the pickled file's code raises
                 raise BackendConfigError(f"model file {path.name} cannot be loaded: {exc}") from exc
+            if file_version(path) != version:
+                raise BackendUnavailable(f"model file {path.name} changed while loading; retry")
             loaded = _LOADED[path] = (version, model)
     return loaded
 
@@ -55,30 +64,50 @@ class LocalBackend:
     """Runs a scikit-learn style estimator (``predict``/``predict_proba``) in the web process.
 
     The backend is bound to the model file as it was when the backend was built: its
-    ``identity`` is that file version, so replacing the file starts a fresh cache and a
-    prediction is never stored under another version of the model.
+    ``identity`` is that file version, so replacing the file starts a fresh cache. The file
+    is loaded on the first miss, not before, so a process that serves only hits never
+    imports joblib or the model's libraries.
     """
 
     def __init__(self, target: str, *, model_dir: Path, method: str = "predict") -> None:
         if method not in ("predict", "predict_proba", "decision_function"):
             raise BackendConfigError(f"unsupported local model method {method!r}")
-        path = resolve_model_path(model_dir, target)
-        self.identity, self.model = load_model(path)
-        if not callable(getattr(self.model, method, None)):
-            raise BackendConfigError(f"the model in {path.name} has no {method}() method")
+        self.path = resolve_model_path(model_dir, target)
+        self.identity = file_version(self.path)
         self.method = method
+        self._model: Any = None
+
+    def verify(self) -> None:
+        self._load()
 
     def predict(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
         import numpy  # deferred: processes that only serve hits never pay for numpy
 
-        expected = getattr(self.model, "n_features_in_", None)
+        try:
+            model = self._load()
+        except BackendConfigError as exc:
+            raise BackendMisconfigured(str(exc)) from exc
+        expected = getattr(model, "n_features_in_", None)
         for index, instance in enumerate(instances):
             _check_instance(index, instance, expected)
         try:
-            output = getattr(self.model, self.method)(numpy.asarray(instances, dtype=float))
+            output = getattr(model, self.method)(numpy.asarray(instances, dtype=float))
         except ValueError as exc:
             raise BackendRejectedInput(f"model rejected the instances: {exc}") from exc
         return checked_result(BackendResult(predictions=output.tolist()), len(instances))
+
+    def _load(self) -> Any:
+        if self._model is None:
+            version, model = load_model(self.path)
+            if version != self.identity:
+                # Replaced since this backend was built: its predictions would be cached
+                # under the old file's identity. The next settings refresh (within
+                # PREDCACHE_CONFIG_CACHE_SECONDS) builds a backend bound to the new file.
+                raise BackendUnavailable(f"model file {self.path.name} is being replaced; retry")
+            if not callable(getattr(model, self.method, None)):
+                raise BackendConfigError(f"the model in {self.path.name} has no {self.method}() method")
+            self._model = model
+        return self._model
 
 
 def _check_instance(index: int, instance: Any, expected: int | None) -> None:

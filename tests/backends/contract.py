@@ -44,3 +44,8 @@ class BackendContract:
     def test_invalid_instances_are_rejected_as_the_clients_fault(self, backend, rejected_instances):
         with pytest.raises(BackendRejectedInput):
             backend.predict(rejected_instances, None)
+
+    def test_a_working_configuration_verifies_and_names_its_identity(self, backend, instances):
+        backend.verify()
+        assert isinstance(backend.identity, str)
+        assert backend.predict(instances, None).predictions  # verify left it able to serve
