@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 
 from caching.core.store import CacheUnavailable
-from caching.models import CachePolicy, ModelEndpoint
+from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange
 from caching.services import model_cache_purge
 
 
@@ -18,17 +18,72 @@ class CachePolicyInline(admin.StackedInline):
     max_num = 1
 
 
+class VersionChangeInline(admin.TabularInline):
+    """The deployed model versions the cache followed, newest first (read-only history)."""
+
+    model = ModelVersionChange
+    extra = 0
+    max_num = 0
+    can_delete = False
+    fields = ("observed_at", "previous_version", "version", "model_version_id", "deployed_model_id")
+    readonly_fields = fields
+    ordering = ("-observed_at", "-id")
+    verbose_name_plural = "version changes seen by the cache"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ModelVersionChange)
+class ModelVersionChangeAdmin(admin.ModelAdmin):
+    list_display = ("observed_at", "model", "previous_version", "version")
+    list_filter = ("model",)
+    date_hierarchy = "observed_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(admin.ModelAdmin):
-    list_display = ("name", "backend", "target", "model_version", "cache_enabled", "ttl", "updated_at")
+    list_display = (
+        "name",
+        "backend",
+        "target",
+        "model_version",
+        "followed_version",
+        "cache_enabled",
+        "ttl",
+        "updated_at",
+    )
     list_filter = ("backend",)
     search_fields = ("name", "target")
     readonly_fields = ("created_at", "updated_at")
-    inlines = [CachePolicyInline]
+    inlines = [CachePolicyInline, VersionChangeInline]
+
+    def get_inlines(
+        self, request: HttpRequest, obj: ModelEndpoint | None
+    ) -> list[type[admin.options.InlineModelAdmin]]:
+        # A new model has no history yet; showing the empty inline would only add a formset.
+        return [CachePolicyInline] if obj is None else [CachePolicyInline, VersionChangeInline]
+
     actions = ["purge_cache"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelEndpoint]:
-        return super().get_queryset(request).select_related("policy")
+        latest = ModelVersionChange.objects.filter(model=OuterRef("pk")).order_by("-observed_at", "-id")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("policy")
+            .annotate(latest_version=Subquery(latest.values("version")[:1]))
+        )
+
+    @admin.display(description="version followed")
+    def followed_version(self, obj: ModelEndpoint) -> str:
+        return getattr(obj, "latest_version", None) or "-"
 
     @admin.display(boolean=True, description="cache on")
     def cache_enabled(self, obj: ModelEndpoint) -> bool:

@@ -16,6 +16,7 @@ MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 class BackendKind(models.TextChoices):
     LOCAL = "local", "Local model file (joblib)"
     HTTP = "http", "HTTP JSON prediction server"
+    VERTEX = "vertex", "Google Vertex AI endpoint"
 
 
 class ModelEndpoint(models.Model):
@@ -36,11 +37,14 @@ class ModelEndpoint(models.Model):
     target = models.CharField(
         max_length=1024,
         help_text=(
-            "local: a joblib file under PREDCACHE_MODEL_DIR; http: the URL of a row-format predict endpoint."
+            "local: a joblib file under PREDCACHE_MODEL_DIR; http: the URL of a predict endpoint; "
+            "vertex: projects/P/locations/L/endpoints/E."
         ),
     )
     api_endpoint = models.CharField(
-        max_length=512, blank=True, help_text="Overrides the backend's default API host."
+        max_length=512,
+        blank=True,
+        help_text="vertex: replaces the regional host L-aiplatform.googleapis.com (a private endpoint).",
     )
     timeout_seconds = models.FloatField(
         default=30.0,
@@ -50,7 +54,12 @@ class ModelEndpoint(models.Model):
     model_version = models.CharField(
         max_length=128,
         blank=True,
-        help_text="Part of every cache key: change it and the model's cache starts afresh.",
+        help_text=(
+            "Empty: the cache follows the version the backend reports and moves when it changes. "
+            "Set: pins the cache to this version (modelVersionId or deployedModelId); answers of "
+            "other versions are passed through, not stored. For backends that report no version "
+            "it is a label in every cache key: change it and the cache starts afresh."
+        ),
     )
     options = models.JSONField(
         default=dict, blank=True, help_text='Backend options, e.g. {"method": "predict_proba"}.'
@@ -79,6 +88,7 @@ class ModelEndpoint(models.Model):
             timeout_seconds=self.timeout_seconds,
             options=self.options or {},
             model_dir=settings.PREDCACHE_MODEL_DIR,
+            api_endpoint=self.api_endpoint,
         )
 
 
@@ -100,3 +110,23 @@ class CachePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"cache policy of {self.model.name}"
+
+
+class ModelVersionChange(models.Model):
+    """The cache of a model moved to another deployed model version, as the backend reported it."""
+
+    model = models.ForeignKey(ModelEndpoint, on_delete=models.CASCADE, related_name="version_changes")
+    previous_version = models.CharField(max_length=300, blank=True, help_text="Tag followed before.")
+    version = models.CharField(
+        max_length=300, help_text="Tag followed since: deployedModelId/modelVersionId."
+    )
+    model_version_id = models.CharField(max_length=128, blank=True)
+    deployed_model_id = models.CharField(max_length=128, blank=True)
+    observed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-observed_at", "-id"]
+        get_latest_by = ["observed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.previous_version or '-'} -> {self.version}"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
+from django.db.models import QuerySet
 
 from caching.backends.base import Backend, BackendConfigError
 from caching.core.readthrough import CacheSpec
-from caching.models import CachePolicy, ModelEndpoint
+from caching.models import BackendKind, CachePolicy, ModelEndpoint, ModelVersionChange
 from caching.runtime import get_runtime
 
 
@@ -20,6 +22,7 @@ class ServedModel:
     """A registered model as the request path needs it: cache spec plus a ready backend."""
 
     name: str
+    model_id: int
     spec: CacheSpec
     backend: Backend | None
     config_error: str | None = None
@@ -31,16 +34,28 @@ _served_lock = threading.Lock()
 
 def served_model_get(*, name: str) -> ServedModel | None:
     """The model called ``name``, or ``None``; answers from memory for PREDCACHE_CONFIG_CACHE_SECONDS."""
+    return _remembered(name, lambda: ModelEndpoint.objects.filter(name=name))
+
+
+def served_vertex_model_get(*, endpoint: str) -> ServedModel | None:
+    """The ``vertex`` model registered for ``projects/P/locations/L/endpoints/E``, or ``None``."""
+    return _remembered(
+        f"vertex:{endpoint}",  # model names cannot contain ':', so this never shadows one
+        lambda: ModelEndpoint.objects.filter(backend=BackendKind.VERTEX, target=endpoint).order_by("pk"),
+    )
+
+
+def _remembered(key: str, query: Callable[[], QuerySet[ModelEndpoint]]) -> ServedModel | None:
     now = time.monotonic()
-    cached = _served.get(name)
+    cached = _served.get(key)
     if cached is not None and now - cached[0] < settings.PREDCACHE_CONFIG_CACHE_SECONDS:
         return cached[1]
-    model = ModelEndpoint.objects.select_related("policy").filter(name=name).first()
+    model = query().select_related("policy").first()
     served = None if model is None else served_model_build(model=model)
     with _served_lock:
         if len(_served) > 10_000:  # unknown names are remembered too; keep the map bounded
             _served.clear()
-        _served[name] = (now, served)
+        _served[key] = (now, served)
     return served
 
 
@@ -66,7 +81,9 @@ def served_model_build(*, model: ModelEndpoint) -> ServedModel:
         ttl_seconds=policy.ttl_seconds,
         enabled=policy.enabled,
     )
-    return ServedModel(name=model.name, spec=spec, backend=backend, config_error=config_error)
+    return ServedModel(
+        name=model.name, model_id=model.pk, spec=spec, backend=backend, config_error=config_error
+    )
 
 
 def model_identity(*, model: ModelEndpoint, backend: Backend | None) -> str:
@@ -79,3 +96,14 @@ def model_identity(*, model: ModelEndpoint, backend: Backend | None) -> str:
 def model_namespace(*, model: ModelEndpoint) -> str:
     """The Redis namespace holding ``model``'s entries, generation and counters."""
     return get_runtime().keyspace.namespace(model.pk)
+
+
+def vertex_endpoint_deployments(*, model_id: int) -> list[dict[str, str]]:
+    """The deployed model the cache follows, as Vertex AI's ``deployedModels`` lists it."""
+    change = ModelVersionChange.objects.filter(model_id=model_id).order_by("-observed_at", "-id").first()
+    if change is None or not change.deployed_model_id:
+        return []
+    deployed = {"id": change.deployed_model_id}
+    if change.model_version_id:
+        deployed["modelVersionId"] = change.model_version_id
+    return [deployed]

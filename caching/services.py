@@ -10,9 +10,9 @@ from rest_framework_api_key.models import APIKey
 from caching.backends.base import BackendMisconfigured
 from caching.core.readthrough import Prediction
 from caching.core.stats import read_stats
-from caching.models import CachePolicy, ModelEndpoint
+from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange
 from caching.runtime import get_runtime
-from caching.selectors import ServedModel, model_namespace, served_model_get
+from caching.selectors import ServedModel, model_namespace, served_model_get, served_vertex_model_get
 
 
 class ModelNotFound(LookupError):
@@ -26,10 +26,28 @@ def prediction_serve(
     served = served_model_get(name=model_name)
     if served is None:
         raise ModelNotFound(model_name)
+    return served, served_prediction(served=served, instances=instances, parameters=parameters)
+
+
+def vertex_prediction_serve(
+    *, endpoint: str, instances: list[Any], parameters: dict[str, Any] | None
+) -> tuple[ServedModel, Prediction]:
+    """Answer a request made to the Vertex AI route for ``projects/P/locations/L/endpoints/E``."""
+    served = served_vertex_model_get(endpoint=endpoint)
+    if served is None:
+        raise ModelNotFound(endpoint)
+    return served, served_prediction(served=served, instances=instances, parameters=parameters)
+
+
+def served_prediction(
+    *, served: ServedModel, instances: list[Any], parameters: dict[str, Any] | None
+) -> Prediction:
     if served.backend is None:
-        raise BackendMisconfigured(f"model {model_name!r} is misconfigured: {served.config_error}")
+        raise BackendMisconfigured(f"model {served.name!r} is misconfigured: {served.config_error}")
     prediction = get_runtime().cache.predict(served.spec, served.backend, instances, parameters)
-    return served, prediction
+    if prediction.version_change is not None:
+        model_version_change_record(served=served, prediction=prediction)
+    return prediction
 
 
 @transaction.atomic
@@ -72,6 +90,19 @@ def model_upsert(
     return model, created
 
 
+def model_version_change_record(*, served: ServedModel, prediction: Prediction) -> None:
+    """Keep the history of the versions a model's cache followed (shown in the admin and stats)."""
+    change = prediction.version_change
+    assert change is not None
+    ModelVersionChange.objects.create(
+        model_id=served.model_id,
+        previous_version=change.previous,
+        version=change.current,
+        model_version_id=change.model_version_id or "",
+        deployed_model_id=change.deployed_model_id or "",
+    )
+
+
 def model_cache_purge(*, model: ModelEndpoint, model_version: str | None = None) -> None:
     """Make cached predictions of ``model`` (or of one version) unreachable now.
 
@@ -86,11 +117,22 @@ def model_stats(*, model: ModelEndpoint) -> dict[str, Any]:
     namespace = model_namespace(model=model)
     counters = read_stats(runtime.client, runtime.keyspace, namespace)
     looked_up = counters["hits"] + counters["misses"]
+    version, retired = runtime.store.followed_version(namespace)
+    last_change = model.version_changes.first()
     return {
         "model": model.name,
         **counters,
         "hit_ratio": round(counters["hits"] / looked_up, 4) if looked_up else None,
         "generation": runtime.store.generation(namespace),
+        "version": version,
+        "retired_versions": retired,
+        "last_version_change": None
+        if last_change is None
+        else {
+            "previous_version": last_change.previous_version,
+            "version": last_change.version,
+            "observed_at": last_change.observed_at.isoformat(),
+        },
     }
 
 

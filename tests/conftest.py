@@ -80,6 +80,10 @@ class ModelServer:
     def reset(self) -> None:
         self._post("/reset", {})
 
+    def reset_calls(self) -> None:
+        """Forget the calls received so far, keeping the behaviour set by :meth:`control`."""
+        self._post("/reset-calls", {})
+
     def control(self, **settings: Any) -> None:
         self._post("/control", settings)
 
@@ -153,3 +157,44 @@ def local_model(db: None, settings: Any, iris_model_file: Any) -> Any:
     settings.PREDCACHE_MODEL_DIR = iris_model_file.parent
     model, _ = model_upsert(name="iris", backend="local", target=iris_model_file.name)
     return model
+
+
+@pytest.fixture(scope="session")
+def kserve_server_url() -> Iterator[str]:
+    """Base URL of the Open Inference Protocol (KServe v2) test server, one process per session."""
+    from tests.support.processes import kserve_server
+
+    with kserve_server() as url:
+        yield url
+
+
+class KServeServer:
+    """Test-side handle on the KServe v2 server process."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._http = urllib3.PoolManager()
+
+    def infer_url(self, model: str = "adder", version: str | None = None) -> str:
+        versioned = f"/versions/{version}" if version else ""
+        return f"{self.base_url}/v2/models/{model}{versioned}/infer"
+
+    def reset(self) -> None:
+        self._http.request("POST", f"{self.base_url}/reset", json={})
+
+    def control(self, **settings: Any) -> None:
+        """``status``/``message`` to fail, ``answer`` (a document) or ``raw`` (text) to answer 200."""
+        self._http.request("POST", f"{self.base_url}/control", json=settings)
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self._http.request("GET", f"{self.base_url}/calls").json()["calls"]
+
+    def paths(self) -> list[str]:
+        return self._http.request("GET", f"{self.base_url}/calls").json()["paths"]
+
+
+@pytest.fixture
+def kserve(kserve_server_url: str) -> KServeServer:
+    server = KServeServer(kserve_server_url)
+    server.reset()
+    return server

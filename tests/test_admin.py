@@ -70,3 +70,19 @@ def test_purge_action(admin_client, api, backend, http_model):
     )
     assert b"Purged: echo" in response.content
     assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+
+
+def test_the_model_page_shows_the_versions_the_cache_followed(admin_client, api, backend, http_model):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[2]]})
+
+    page = admin_client.get(f"/admin/caching/modelendpoint/{http_model.pk}/change/")
+    assert page.status_code == 200
+    assert b"version changes seen by the cache" in page.content.lower()
+    assert b"dm-a/1" in page.content and b"dm-b/2" in page.content
+
+    listing = admin_client.get("/admin/caching/modelendpoint/")
+    assert b"dm-b/2" in listing.content
+    assert admin_client.get("/admin/caching/modelversionchange/").status_code == 200

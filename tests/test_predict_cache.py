@@ -234,21 +234,6 @@ def test_a_purge_landing_while_a_miss_is_computed_is_not_undone(api, backend, ht
     assert len(backend.calls()) == 2
 
 
-def test_versions_are_reported_only_when_every_prediction_shares_them(api, backend, http_model):
-    backend.control(modelVersionId="1", deployedModelId="dm-a")
-    api.predict("echo", {"instances": [[1]]})
-    backend.control(modelVersionId="2", deployedModelId="dm-a")
-
-    mixed = api.predict("echo", {"instances": [[1], [2]]})
-    assert mixed["X-Cache"] == "PARTIAL"
-    assert mixed.json()["modelVersionId"] is None
-    assert mixed.json()["deployedModelId"] == "dm-a"
-
-    fresh = api.predict("echo", {"instances": [[2], [3]]})
-    assert fresh["X-Cache"] == "PARTIAL"
-    assert fresh.json()["modelVersionId"] == "2"
-
-
 def test_changing_model_options_starts_a_fresh_cache(api, local_model):
     instance = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
     labels = api.predict("iris", instance)

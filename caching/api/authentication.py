@@ -21,13 +21,20 @@ _verified_lock = threading.Lock()
 
 
 def presented_key(request: Request) -> str | None:
-    """The key from ``Authorization: Api-Key <key>`` or ``X-Api-Key: <key>``."""
+    """The key from ``Authorization: Api-Key <key>``, ``X-Api-Key`` or ``X-Goog-Api-Key``.
+
+    ``X-Goog-Api-Key`` is what Google's client libraries send for ``client_options.api_key``,
+    so the aiplatform SDK can authenticate to predcache without code changes.
+    """
     authorization = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "api-key" and credentials.strip():
         return credentials.strip()
-    key = request.META.get("HTTP_X_API_KEY", "").strip()
-    return key or None
+    for header in ("HTTP_X_API_KEY", "HTTP_X_GOOG_API_KEY"):
+        key = request.META.get(header, "").strip()
+        if key:
+            return key
+    return None
 
 
 def forget_verified_keys() -> None:

@@ -28,6 +28,28 @@ class PredictResponseSerializer(serializers.Serializer):
     deployedModelId = serializers.CharField(allow_null=True)
 
 
+class VertexPredictResponseSerializer(serializers.Serializer):
+    predictions = serializers.ListField(
+        child=serializers.JSONField(), help_text="predictions[i] answers instances[i]."
+    )
+    deployedModelId = serializers.CharField(required=False)
+    modelVersionId = serializers.CharField(required=False)
+
+
+class VertexDeployedModelSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    modelVersionId = serializers.CharField(required=False)
+
+
+class VertexEndpointSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="projects/P/locations/L/endpoints/E")
+    displayName = serializers.CharField(help_text="The predcache model name")
+    deployedModels = VertexDeployedModelSerializer(
+        many=True, help_text="The deployed model the cache follows"
+    )
+    trafficSplit = serializers.DictField(child=serializers.IntegerField())
+
+
 ERROR_SERIALIZER = inline_serializer(
     "Error",
     fields={

@@ -2,11 +2,13 @@
 
 from django.urls import path, re_path
 
-from caching.api import health, views
+from caching.api import health, vertex, views
 
 urlpatterns = [
     # The name is validated in the view so that any name, however hostile, gets a JSON 404.
     re_path(r"^v1/models/(?P<model>[^/]*):predict$", views.PredictView.as_view(), name="predict"),
+    re_path(rf"^{vertex.ENDPOINT_PATH}:predict$", vertex.VertexPredictView.as_view(), name="vertex-predict"),
+    re_path(rf"^{vertex.ENDPOINT_PATH}$", vertex.VertexEndpointView.as_view(), name="vertex-endpoint"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
 ]

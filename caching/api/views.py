@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,7 +19,9 @@ from caching.api.errors import ApiError
 from caching.api.parsing import predict_payload, read_json_body
 from caching.backends.base import BackendError
 from caching.core.canonical import InvalidJSON
+from caching.core.readthrough import Prediction
 from caching.models import MODEL_NAME_PATTERN
+from caching.selectors import ServedModel
 from caching.services import ModelNotFound, prediction_serve
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
@@ -73,25 +76,38 @@ class PredictView(APIView):
         if not _MODEL_NAME.fullmatch(model):
             raise _not_found(model)
         instances, parameters = predict_payload(read_json_body(request))
-        try:
-            served, result = prediction_serve(model_name=model, instances=instances, parameters=parameters)
-        except ModelNotFound:
-            raise _not_found(model) from None
-        except InvalidJSON as exc:
-            raise ApiError(400, "invalid_json", str(exc)) from None
-        except BackendError as exc:
-            raise ApiError(exc.status, exc.code, str(exc)) from None
-        body = orjson.dumps(
-            {
-                "predictions": result.predictions,
-                "model": served.name,
-                "modelVersionId": result.model_version_id,
-                "deployedModelId": result.deployed_model_id,
-            }
+        served, result = serve(
+            lambda: prediction_serve(model_name=model, instances=instances, parameters=parameters),
+            not_found=lambda: _not_found(model),
         )
-        response = HttpResponse(body, content_type="application/json")
-        response["X-Cache"] = result.cache_status
-        response["X-Cache-Hits"] = str(result.hits)
-        response["X-Cache-Misses"] = str(result.misses)
-        response["Cache-Status"] = _CACHE_STATUS[result.cache_status, result.stored]
-        return response
+        body = {
+            "predictions": result.predictions,
+            "model": served.name,
+            "modelVersionId": result.model_version_id,
+            "deployedModelId": result.deployed_model_id,
+        }
+        return prediction_response(body, result)
+
+
+def serve(
+    call: Callable[[], tuple[ServedModel, Prediction]], *, not_found: Callable[[], ApiError]
+) -> tuple[ServedModel, Prediction]:
+    """Run a prediction service, turning what it raises into API errors."""
+    try:
+        return call()
+    except ModelNotFound:
+        raise not_found() from None
+    except InvalidJSON as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from None
+    except BackendError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+
+
+def prediction_response(body: dict[str, Any], result: Prediction) -> HttpResponse:
+    """Render predictions with orjson (DRF's renderer is slower) and the cache headers."""
+    response = HttpResponse(orjson.dumps(body), content_type="application/json")
+    response["X-Cache"] = result.cache_status
+    response["X-Cache-Hits"] = str(result.hits)
+    response["X-Cache-Misses"] = str(result.misses)
+    response["Cache-Status"] = _CACHE_STATUS[result.cache_status, result.stored]
+    return response

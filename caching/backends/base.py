@@ -14,6 +14,9 @@ class BackendResult:
     predictions: list[Any]
     model_version_id: str | None = None
     deployed_model_id: str | None = None
+    # False when no single version describes all predictions (parts of a batch answered
+    # by different deployed models): they are returned to the client but not stored.
+    cacheable: bool = True
 
 
 class Backend(Protocol):
@@ -60,10 +63,19 @@ class BackendTimeout(BackendError):
 
 
 class BackendRejectedInput(BackendError):
-    """The model server refused the instances as invalid: the client's request is at fault."""
+    """The model server refused the instances as invalid: the client's request is at fault.
+
+    ``instance`` is the position, in the instances the backend was given, of the one at
+    fault. Backends see only a request's distinct misses, so the message they raise must
+    not number instances itself; the read-through cache puts the client's number in front.
+    """
 
     status = 400
     code = "invalid_instances"
+
+    def __init__(self, message: str, *, instance: int | None = None) -> None:
+        super().__init__(message)
+        self.instance = instance
 
 
 class BackendMisconfigured(BackendError):

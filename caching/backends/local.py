@@ -112,8 +112,8 @@ class LocalBackend:
 
 def _check_instance(index: int, instance: Any, expected: int | None) -> None:
     if not isinstance(instance, list) or not all(type(value) in (int, float) for value in instance):
-        raise BackendRejectedInput(f"instance {index} must be a list of numbers")
+        raise BackendRejectedInput("must be a list of numbers", instance=index)
     if expected is not None and len(instance) != expected:
         raise BackendRejectedInput(
-            f"instance {index} has {len(instance)} features, the model expects {expected}"
+            f"has {len(instance)} features, the model expects {expected}", instance=index
         )

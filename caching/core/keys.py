@@ -20,6 +20,13 @@ def request_context(*, model_identity: str, model_version: str, canonical_parame
     )
 
 
+def version_tag(model_version_id: str | None, deployed_model_id: str | None) -> str:
+    """One string naming the deployed model that computed a prediction; ``""`` if unknown."""
+    if model_version_id is None and deployed_model_id is None:
+        return ""
+    return f"{deployed_model_id or ''}/{model_version_id or ''}"
+
+
 def instance_digest(context: bytes, canonical_instance: bytes) -> str:
     """Hex digest identifying one instance's prediction under ``context``."""
     hasher = hashlib.blake2b(context, digest_size=DIGEST_BYTES)
@@ -49,6 +56,14 @@ class KeySpace:
         # Versions are operator- or backend-supplied text: hash them into a safe, bounded name.
         digest = hashlib.blake2b(model_version.encode(), digest_size=DIGEST_BYTES).hexdigest()
         return f"{namespace}:gen:v:{digest}"
+
+    def followed_version(self, namespace: str) -> str:
+        """The version tag of the deployed model whose predictions the cache serves."""
+        return f"{namespace}:ver"
+
+    def retired_versions(self, namespace: str) -> str:
+        """A set of version tags the cache followed before; their answers are not stored."""
+        return f"{namespace}:ver:retired"
 
     def entry(self, namespace: str, digest: str) -> str:
         return f"{namespace}:e:{digest}"

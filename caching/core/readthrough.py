@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caching.backends.base import Backend, BackendResult, checked_result
+from caching.backends.base import Backend, BackendRejectedInput, BackendResult, checked_result
 from caching.core.canonical import canonical_bytes
 from caching.core.codec import CachedPrediction, CodecError, decode, encode
-from caching.core.keys import instance_digest, request_context
+from caching.core.keys import instance_digest, request_context, version_tag
 from caching.core.stats import StatsRecorder
-from caching.core.store import CacheUnavailable, Lookup, PredictionStore
+from caching.core.store import ADVANCED, SUPERSEDED, CacheUnavailable, Lookup, PredictionStore
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,13 @@ HIT, MISS, PARTIAL, BYPASS = "HIT", "MISS", "PARTIAL", "BYPASS"
 
 @dataclass(frozen=True, slots=True)
 class CacheSpec:
-    """What the read-through path needs to know about one model's cache."""
+    """What the read-through path needs to know about one model's cache.
+
+    ``model_version`` is the operator's pin. Empty, the cache follows the version the
+    backend reports (see :mod:`caching.core.store`); set, only predictions reported
+    under that version (as ``modelVersionId`` or ``deployedModelId``) are stored, and
+    backends that report no version are cached under it as a plain label.
+    """
 
     namespace: str
     model_name: str
@@ -30,6 +36,25 @@ class CacheSpec:
     model_version: str
     ttl_seconds: int
     enabled: bool
+
+    @property
+    def follows_versions(self) -> bool:
+        return not self.model_version
+
+    def pinned_version_matches(self, result: BackendResult) -> bool:
+        if self.follows_versions or (result.model_version_id is None and result.deployed_model_id is None):
+            return True
+        return self.model_version in (result.model_version_id, result.deployed_model_id)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionChange:
+    """An answer moved the cache from one deployed model version to another."""
+
+    previous: str  # version tag followed before ("" if none)
+    current: str
+    model_version_id: str | None
+    deployed_model_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +68,11 @@ class Prediction:
     model_version_id: str | None
     deployed_model_id: str | None
     stored: bool = False  # the fresh predictions were written to the cache
+    version_change: VersionChange | None = None  # this request's answer moved the cache
+
+
+def _tag(entry: CachedPrediction) -> str:
+    return version_tag(entry.model_version_id, entry.deployed_model_id)
 
 
 def _common(values: Sequence[str | None]) -> str | None:
@@ -89,21 +119,32 @@ class ReadThroughCache:
         first_index: dict[str, int] = {}  # distinct digests, in order of first appearance
         for index, digest in enumerate(digests):
             first_index.setdefault(digest, index)
+        distinct = list(first_index)
         try:
-            lookup = self.store.lookup(spec.namespace, spec.model_version, list(first_index))
+            lookup = self.store.lookup(spec.namespace, spec.model_version, distinct)
         except CacheUnavailable as exc:
             logger.warning("redis unavailable, serving %s from the backend: %s", spec.model_name, exc)
             return self._bypass(spec, backend, instances, parameters)
 
-        found = self._usable_entries(spec, lookup, list(first_index))
-        missing = [digest for digest in first_index if digest not in found]
+        found = self._usable_entries(spec, lookup, distinct)
+        missing = [digest for digest in distinct if digest not in found]
         stored = False
+        version_change = None
         if missing:
-            fresh = self._call_backend(
-                spec, backend, [instances[first_index[d]] for d in missing], parameters
+            fresh, stored, version_change = self._compute(
+                spec, backend, lookup, missing, instances, first_index, parameters
             )
-            entries, stored = self._store_fresh(spec, lookup, missing, fresh)
-            found.update(entries)
+            found.update(fresh)
+            if version_change is not None:
+                # This answer revealed a new version: the hits of this same request came
+                # from the old one. Recompute them, so the response is of one version.
+                stale = [d for d in distinct if d not in fresh and _tag(found[d]) != version_change.current]
+                if stale:
+                    refreshed, _, _ = self._compute(
+                        spec, backend, lookup, stale, instances, first_index, parameters
+                    )
+                    found.update(refreshed)
+                    missing += stale
 
         missing_set = set(missing)
         misses = sum(1 for digest in digests if digest in missing_set)
@@ -120,6 +161,7 @@ class ReadThroughCache:
             model_version_id=_common([entry.model_version_id for entry in answers]),
             deployed_model_id=_common([entry.deployed_model_id for entry in answers]),
             stored=stored,
+            version_change=version_change,
         )
 
     def _usable_entries(
@@ -135,36 +177,71 @@ class ReadThroughCache:
                 logger.warning("undecodable cache entry for %s, treated as a miss: %s", spec.model_name, exc)
                 self.stats.record(spec.namespace, decode_errors=1)
                 continue
-            if entry.generation == lookup.generation:
-                found[digest] = entry
+            if entry.generation != lookup.generation:
+                continue
+            if spec.follows_versions and _tag(entry) != lookup.current_version:
+                continue  # computed by a version the cache no longer follows
+            found[digest] = entry
         return found
 
-    def _store_fresh(
-        self, spec: CacheSpec, lookup: Lookup, missing: list[str], fresh: BackendResult
-    ) -> tuple[dict[str, CachedPrediction], bool]:
+    def _compute(
+        self,
+        spec: CacheSpec,
+        backend: Backend,
+        lookup: Lookup,
+        digests: list[str],
+        instances: Sequence[Any],
+        first_index: dict[str, int],
+        parameters: dict[str, Any] | None,
+    ) -> tuple[dict[str, CachedPrediction], bool, VersionChange | None]:
+        """Call the backend once for ``digests`` and store what may be stored.
+
+        Returns the fresh entries, whether they were stored, and the version change
+        their answer caused, if any.
+        """
+        positions = [first_index[d] for d in digests]
+        result = self._call_backend(spec, backend, [instances[i] for i in positions], parameters, positions)
         now = self.clock()
         entries = {
             digest: CachedPrediction(
                 prediction=prediction,
                 generation=lookup.generation,
                 created_at=now,
-                model_version_id=fresh.model_version_id,
-                deployed_model_id=fresh.deployed_model_id,
+                model_version_id=result.model_version_id,
+                deployed_model_id=result.deployed_model_id,
             )
-            for digest, prediction in zip(missing, fresh.predictions, strict=True)
+            for digest, prediction in zip(digests, result.predictions, strict=True)
         }
+        if not result.cacheable or not spec.pinned_version_matches(result):
+            self.stats.record(spec.namespace, not_stored=len(entries))
+            return entries, False, None
+        version = version_tag(result.model_version_id, result.deployed_model_id)
         try:
-            self.store.save(
+            outcome = self.store.save(
                 spec.namespace,
                 lookup,
                 [(digest, encode(entry)) for digest, entry in entries.items()],
                 ttl_seconds=spec.ttl_seconds,
+                version=version,
+                follow_versions=spec.follows_versions,
             )
         except CacheUnavailable as exc:
             logger.warning("could not store predictions of %s: %s", spec.model_name, exc)
             self.stats.record(spec.namespace, store_errors=1)
-            return entries, False
-        return entries, True
+            return entries, False, None
+        if outcome.status == SUPERSEDED:
+            self.stats.record(spec.namespace, not_stored=len(entries))
+            return entries, False, None
+        if outcome.status == ADVANCED:
+            logger.info(
+                "%s now follows version %r (was %r)", spec.model_name, version, outcome.previous_version
+            )
+            self.stats.record(spec.namespace, version_changes=1)
+            change = VersionChange(
+                outcome.previous_version, version, result.model_version_id, result.deployed_model_id
+            )
+            return entries, True, change
+        return entries, True, None
 
     def _call_backend(
         self,
@@ -172,9 +249,17 @@ class ReadThroughCache:
         backend: Backend,
         instances: Sequence[Any],
         parameters: dict[str, Any] | None,
+        positions: Sequence[int],
     ) -> BackendResult:
+        """One backend call; ``positions[i]`` is where ``instances[i]`` sits in the client's request."""
         self.stats.record(spec.namespace, backend_calls=1, backend_instances=len(instances))
-        return checked_result(backend.predict(instances, parameters), len(instances))
+        try:
+            return checked_result(backend.predict(instances, parameters), len(instances))
+        except BackendRejectedInput as exc:
+            if exc.instance is None or not 0 <= exc.instance < len(positions):
+                raise
+            # Number the instance as the client did, not as the backend saw it (misses only).
+            raise BackendRejectedInput(f"instance {positions[exc.instance]}: {exc}") from exc
 
     def _bypass(
         self,
@@ -183,7 +268,7 @@ class ReadThroughCache:
         instances: Sequence[Any],
         parameters: dict[str, Any] | None,
     ) -> Prediction:
-        result = self._call_backend(spec, backend, instances, parameters)
+        result = self._call_backend(spec, backend, instances, parameters, range(len(instances)))
         self.stats.record(spec.namespace, requests=1, bypassed=len(instances))
         return Prediction(
             predictions=result.predictions,

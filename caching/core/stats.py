@@ -20,6 +20,8 @@ STAT_FIELDS = (
     "backend_instances",
     "decode_errors",
     "store_errors",
+    "not_stored",
+    "version_changes",
 )
 
 

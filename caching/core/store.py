@@ -43,11 +43,50 @@ class Lookup:
     token. A token missing from Redis is replaced by a fresh random one that
     :meth:`PredictionStore.save` publishes (``SET NX``), so a lost generation
     key can never revive entries written before a purge.
+
+    ``current_version`` is the version tag of the deployed model the cache follows
+    (``""`` when the backend never reported one), read in the same round trip.
     """
 
     generation: str
     new_generation_keys: tuple[tuple[str, str], ...]
     raw_values: list[bytes | None]
+    current_version: str = ""
+
+
+# What a save did with the version it was given (see _SAVE_SCRIPT).
+STORED, ADVANCED, SUPERSEDED = "stored", "advanced", "superseded"
+
+
+@dataclass(frozen=True, slots=True)
+class SaveOutcome:
+    status: str  # STORED, ADVANCED (stored, and the cache now follows this version) or SUPERSEDED
+    previous_version: str  # the version followed before the save
+
+
+# One atomic round trip per save. When following versions, an answer from the version the
+# cache follows is stored; one from a version never seen before makes the cache follow it
+# (the old version is retired and its entries stop being served); one from a retired
+# version is returned to its client but not stored, so a slow answer from the old model
+# cannot win back the cache. A model's keys share a hash tag, so this works on a cluster.
+#   KEYS: version, retired, generation keys to create, entry keys
+#   ARGV: version tag, follow ("1"/"0"), ttl, number of generation keys, their tokens, values
+_SAVE_SCRIPT = """
+local tag, follow, ttl, ngen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local current = redis.call('GET', KEYS[1]) or ''
+local status = 'stored'
+if follow == '1' and current ~= tag then
+  if tag == '' or redis.call('SISMEMBER', KEYS[2], tag) == 1 then
+    return {'superseded', current}
+  end
+  if current ~= '' then redis.call('SADD', KEYS[2], current) end
+  redis.call('SET', KEYS[1], tag)
+  status = 'advanced'
+end
+for i = 3, 2 + ngen do redis.call('SET', KEYS[i], ARGV[i + 2], 'NX') end
+for i = 3 + ngen, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ttl) end
+return {status, current}
+"""
 
 
 class PredictionStore:
@@ -56,14 +95,19 @@ class PredictionStore:
     def __init__(self, client: redis.Redis, keyspace: KeySpace) -> None:
         self.client = client
         self.keyspace = keyspace
+        self._save_script = client.register_script(_SAVE_SCRIPT)
 
     def lookup(self, namespace: str, model_version: str, digests: Sequence[str]) -> Lookup:
-        """Read both generations and every entry with a single MGET."""
+        """Read both generations, the followed version and every entry with a single MGET."""
         generation_keys = (
             self.keyspace.generation(namespace),
             self.keyspace.version_generation(namespace, model_version),
         )
-        keys = [*generation_keys, *(self.keyspace.entry(namespace, d) for d in digests)]
+        keys = [
+            *generation_keys,
+            self.keyspace.followed_version(namespace),
+            *(self.keyspace.entry(namespace, d) for d in digests),
+        ]
         try:
             # The client is built without decode_responses: every value is bytes or None.
             values = cast(list[bytes | None], self.client.mget(keys))
@@ -78,7 +122,13 @@ class PredictionStore:
             else:
                 token = value.decode()
             tokens.append(token)
-        return Lookup(".".join(tokens), tuple(new_keys), values[len(generation_keys) :])
+        version = values[len(generation_keys)]
+        return Lookup(
+            ".".join(tokens),
+            tuple(new_keys),
+            values[len(generation_keys) + 1 :],
+            "" if version is None else version.decode(),
+        )
 
     def save(
         self,
@@ -87,27 +137,48 @@ class PredictionStore:
         entries: Sequence[tuple[str, bytes]],
         *,
         ttl_seconds: int,
-    ) -> None:
-        """Write ``(digest, value)`` pairs with a TTL in one pipelined round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for key, token in lookup.new_generation_keys:
-            pipe.set(key, token, nx=True)
-        for digest, value in entries:
-            pipe.set(self.keyspace.entry(namespace, digest), value, ex=ttl_seconds)
+        version: str = "",
+        follow_versions: bool = False,
+    ) -> SaveOutcome:
+        """Write ``(digest, value)`` pairs with a TTL in one atomic round trip.
+
+        With ``follow_versions``, ``version`` (the tag of the model that computed the
+        values) decides whether they are stored and which version the cache follows.
+        """
+        keys = [
+            self.keyspace.followed_version(namespace),
+            self.keyspace.retired_versions(namespace),
+            *(key for key, _ in lookup.new_generation_keys),
+            *(self.keyspace.entry(namespace, digest) for digest, _ in entries),
+        ]
+        args: list[str | bytes | int] = [
+            version,
+            "1" if follow_versions else "0",
+            ttl_seconds,
+            len(lookup.new_generation_keys),
+            *(token for _, token in lookup.new_generation_keys),
+            *(value for _, value in entries),
+        ]
         try:
-            pipe.execute()
+            status, previous = cast(list[bytes], self._save_script(keys=keys, args=args))
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
+        return SaveOutcome(status.decode(), previous.decode())
 
     def purge(self, namespace: str, model_version: str | None = None) -> None:
-        """Make every entry of the model (or of one of its versions) unreachable at once."""
-        key = (
-            self.keyspace.generation(namespace)
-            if model_version is None
-            else self.keyspace.version_generation(namespace, model_version)
-        )
+        """Make every entry of the model (or of one of its versions) unreachable at once.
+
+        A whole-model purge also forgets which deployed versions were seen, so after a
+        rollback to a retired version the cache follows it again.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        if model_version is None:
+            pipe.set(self.keyspace.generation(namespace), new_generation_token())
+            pipe.delete(self.keyspace.followed_version(namespace), self.keyspace.retired_versions(namespace))
+        else:
+            pipe.set(self.keyspace.version_generation(namespace, model_version), new_generation_token())
         try:
-            self.client.set(key, new_generation_token())
+            pipe.execute()
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
 
@@ -118,6 +189,17 @@ class PredictionStore:
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
         return None if value is None else value.decode()
+
+    def followed_version(self, namespace: str) -> tuple[str, list[str]]:
+        """The version tag the cache follows and the retired ones (for operators)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keyspace.followed_version(namespace))
+        pipe.smembers(self.keyspace.retired_versions(namespace))
+        try:
+            current, retired = pipe.execute()
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        return (current or b"").decode(), sorted(member.decode() for member in retired)
 
 
 def new_generation_token() -> str:

@@ -6,7 +6,7 @@ field's value (so tests can ask for ``0``, ``null``, ``false``, ``""`` or ``[]``
 ``GET /calls`` lists the bodies received; ``POST /control`` sets the behaviour
 (``{"status": 503, "delay": 1.5, "modelVersionId": "v2", "hold": true}``);
 with ``hold``, each predict call is recorded and then waits until ``POST /release``.
-``POST /reset`` clears all of it and releases held calls.
+``POST /reset`` clears all of it and releases held calls; ``POST /reset-calls`` only the calls.
 Run: ``python -m tests.support.model_server [--port N]``; it prints its port on the first line.
 """
 
@@ -72,6 +72,12 @@ class Handler(BaseHTTPRequestHandler):
                 _peer_ports.clear()
                 _control.clear()
             _released.set()
+            self._body()
+            self._send(200, {"reset": True})
+        elif path == "/reset-calls":
+            with _state_lock:
+                _calls.clear()
+                _peer_ports.clear()
             self._body()
             self._send(200, {"reset": True})
         elif path == "/control":

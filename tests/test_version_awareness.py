@@ -1,0 +1,129 @@
+"""The cache follows the model version the backend reports, and never serves another one's answers."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from caching.models import ModelVersionChange
+from caching.services import model_upsert
+
+pytestmark = pytest.mark.django_db
+
+
+def versions(response):
+    body = response.json()
+    return body["modelVersionId"], body["deployedModelId"]
+
+
+def test_a_new_version_stops_the_old_versions_entries_from_being_served(api, backend, http_model):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1], [2]]})
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+    backend.control(modelVersionId="2", deployedModelId="dm-b")  # a new model is deployed
+    # Nothing has revealed it yet: the cache still answers with version 1, and says so.
+    still_old = api.predict("echo", {"instances": [[1]]})
+    assert (still_old["X-Cache"], versions(still_old)) == ("HIT", ("1", "dm-a"))
+
+    revealing = api.predict("echo", {"instances": [[3]]})
+    assert versions(revealing) == ("2", "dm-b")
+
+    for instance in ([1], [2]):
+        response = api.predict("echo", {"instances": [instance]})
+        assert response["X-Cache"] == "MISS"
+        assert versions(response) == ("2", "dm-b")
+    assert api.predict("echo", {"instances": [[1], [2], [3]]})["X-Cache"] == "HIT"
+
+
+def test_the_revealing_request_recomputes_its_old_hits(api, backend, http_model):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    backend.reset_calls()
+
+    mixed = api.predict("echo", {"instances": [[1], [9]]})
+
+    assert versions(mixed) == ("2", "dm-b")
+    assert mixed["X-Cache"] == "MISS"
+    assert [call["instances"] for call in backend.calls()] == [[[9]], [[1]]]
+
+
+def test_a_version_change_is_recorded_once(api, backend, http_model):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[2]]})
+    api.predict("echo", {"instances": [[3]]})
+
+    changes = list(ModelVersionChange.objects.filter(model=http_model).order_by("observed_at"))
+    assert [(c.previous_version, c.version) for c in changes] == [("", "dm-a/1"), ("dm-a/1", "dm-b/2")]
+    assert changes[-1].model_version_id == "2"
+    assert changes[-1].deployed_model_id == "dm-b"
+
+
+def test_a_late_answer_from_a_retired_version_is_returned_but_not_stored(api, backend, http_model):
+    """During a traffic split or a slow old replica, the old version cannot win the cache back."""
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[2]]})
+
+    backend.control(modelVersionId="1", deployedModelId="dm-a")  # the old deployment answers again
+    old = api.predict("echo", {"instances": [[4]]})
+    assert versions(old) == ("1", "dm-a")
+    assert old["Cache-Status"] == "predcache; fwd=miss"  # not stored
+
+    mixed = api.predict("echo", {"instances": [[2], [5]]})
+    assert mixed["X-Cache"] == "PARTIAL"
+    assert versions(mixed) == (None, None)  # predictions of two versions: neither is claimed
+    assert api.predict("echo", {"instances": [[2]]})["X-Cache"] == "HIT"
+    assert api.predict("echo", {"instances": [[4]]})["X-Cache"] == "MISS"
+
+
+def test_purge_forgets_retired_versions_so_a_rollback_is_cached_again(api, backend, http_model):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[2]]})
+    backend.control(modelVersionId="1", deployedModelId="dm-a")  # rolled back
+
+    call_command("predcache", "purge", "echo")
+
+    api.predict("echo", {"instances": [[1]]})
+    response = api.predict("echo", {"instances": [[1]]})
+    assert (response["X-Cache"], versions(response)) == ("HIT", ("1", "dm-a"))
+
+
+def test_a_pinned_version_caches_only_that_versions_answers(api, backend, http_model):
+    model_upsert(name="echo", backend="http", target=backend.predict_url, model_version="2")
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    for _ in range(2):
+        other = api.predict("echo", {"instances": [[1]]})
+        assert other["X-Cache"] == "MISS"
+        assert versions(other) == ("1", "dm-a")
+
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="1", deployedModelId="dm-a")  # the split sends us to v1 again
+    pinned = api.predict("echo", {"instances": [[1]]})
+    assert (pinned["X-Cache"], versions(pinned)) == ("HIT", ("2", "dm-b"))
+
+
+def test_stats_show_the_followed_version_and_changes(api, backend, http_model, capsys):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[2]]})
+    from caching.runtime import get_runtime
+
+    get_runtime().stats.flush(get_runtime().client, get_runtime().keyspace)
+    capsys.readouterr()
+    call_command("predcache", "stats", "echo", "--json")
+    import json
+
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["version"] == "dm-b/2"
+    assert stats["retired_versions"] == ["dm-a/1"]
+    assert stats["version_changes"] == 2
+    assert stats["last_version_change"]["version"] == "dm-b/2"
