@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import urllib3
 
-from caching.backends.http import forget_model_metadata
+from caching.backends.open_inference import forget_model_metadata
 from caching.services import model_upsert
 
 pytestmark = pytest.mark.django_db

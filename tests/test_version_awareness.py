@@ -127,3 +127,19 @@ def test_stats_show_the_followed_version_and_changes(api, backend, http_model, c
     assert stats["retired_versions"] == ["dm-a/1"]
     assert stats["version_changes"] == 2
     assert stats["last_version_change"]["version"] == "dm-b/2"
+
+
+def test_plain_stats_output_is_one_line_of_words(api, backend, http_model, capsys):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[2]]})
+    capsys.readouterr()
+
+    call_command("predcache", "stats", "echo")
+
+    [line] = capsys.readouterr().out.splitlines()
+    fields = dict(word.split("=", 1) for word in line.split("  "))
+    assert fields["version"] == "dm-b/2"
+    assert fields["retired_versions"] == "dm-a/1"
+    assert '"version":"dm-b/2"' in fields["last_version_change"]

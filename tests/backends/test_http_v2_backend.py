@@ -20,7 +20,8 @@ from caching.backends.base import (
     BackendRejectedInput,
     BackendUnavailable,
 )
-from caching.backends.http import METADATA_REFRESH_SECONDS, HttpBackend, forget_model_metadata
+from caching.backends.http import HttpBackend
+from caching.backends.open_inference import METADATA_REFRESH_SECONDS, forget_model_metadata
 from tests.backends.contract import BackendContract
 from tests.support.kserve_server import UNDECLARED_MODEL
 from tests.support.processes import REPO, free_port

@@ -146,7 +146,18 @@ class Command(BaseCommand):
             if as_json:
                 self.stdout.write(orjson.dumps(stats).decode())
             else:
-                self.stdout.write("  ".join(f"{key}={value}" for key, value in stats.items()))
+                self.stdout.write("  ".join(f"{key}={_plain(value)}" for key, value in stats.items()))
+
+
+def _plain(value: Any) -> str:
+    """One stats value as a single shell-friendly word."""
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    return str(value)
 
 
 def _model_named(name: str) -> ModelEndpoint:
