@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from rest_framework_api_key.models import APIKey
 
 from caching.backends.base import BackendMisconfigured
@@ -13,6 +14,8 @@ from caching.core.stats import read_stats
 from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange
 from caching.runtime import get_runtime
 from caching.selectors import ServedModel, model_namespace, served_model_get, served_vertex_model_get
+
+logger = logging.getLogger(__name__)
 
 
 class ModelNotFound(LookupError):
@@ -94,21 +97,63 @@ def model_version_change_record(*, served: ServedModel, prediction: Prediction) 
     """Keep the history of the versions a model's cache followed (shown in the admin and stats)."""
     change = prediction.version_change
     assert change is not None
-    ModelVersionChange.objects.create(
-        model_id=served.model_id,
-        previous_version=change.previous,
-        version=change.current,
-        model_version_id=change.model_version_id or "",
-        deployed_model_id=change.deployed_model_id or "",
+
+    def clipped(field: str, value: str | None) -> str:  # versions are backend-supplied text
+        return (value or "")[: ModelVersionChange._meta.get_field(field).max_length]
+
+    try:
+        ModelVersionChange.objects.create(
+            model_id=served.model_id,
+            previous_version=clipped("previous_version", change.previous),
+            version=clipped("version", change.current),
+            model_version_id=clipped("model_version_id", change.model_version_id),
+            deployed_model_id=clipped("deployed_model_id", change.deployed_model_id),
+        )
+    except DatabaseError:
+        # The cache has moved already and the client's answer is right: losing one history
+        # row must not turn it into an error.
+        logger.exception("could not record the version change of %s", served.name)
+
+
+class PurgeRefused(ValueError):
+    """A purge that would not make anything unreachable; nothing was changed."""
+
+
+def model_cache_purge(*, model: ModelEndpoint, model_version: str | None = None) -> str:
+    """Make cached predictions of ``model`` (or of one version) unreachable now; says what it did.
+
+    Raises CacheUnavailable when Redis does not answer (the purge did not happen) and
+    PurgeRefused when ``model_version`` names no version whose entries could be served.
+    """
+    store = get_runtime().store
+    namespace = model_namespace(model=model)
+    if model_version is None:
+        store.purge(namespace)
+        return f"purged every cached prediction of {model.name}"
+    if model.model_version:  # pinned (or labelled): only that version's entries are ever served
+        if model_version != model.model_version:
+            raise PurgeRefused(
+                f"{model.name} is pinned to version {model.model_version!r}; "
+                f"no entry of {model_version!r} is served"
+            )
+        store.purge(namespace, model_version)
+        return f"purged version {model_version!r} of {model.name}"
+    # The cache follows the version the backend reports: only the followed one is served.
+    followed, retired = store.followed_version(namespace)
+    if model_version in _version_names(followed):
+        store.purge(namespace, keep_versions=True)
+        return f"purged version {followed or model_version!r} of {model.name} (the version it follows)"
+    if any(model_version in _version_names(tag) for tag in retired):
+        return f"version {model_version!r} of {model.name} is retired: its entries are not served"
+    raise PurgeRefused(
+        f"{model.name} has not seen version {model_version!r} (it follows {followed or 'no version'!r})"
     )
 
 
-def model_cache_purge(*, model: ModelEndpoint, model_version: str | None = None) -> None:
-    """Make cached predictions of ``model`` (or of one version) unreachable now.
-
-    Raises CacheUnavailable when Redis does not answer: the purge did not happen.
-    """
-    get_runtime().store.purge(model_namespace(model=model), model_version)
+def _version_names(tag: str) -> set[str]:
+    """The names an operator may use for a version tag: the tag, its deployed model, its version."""
+    deployed, _, version = tag.partition("/")
+    return {tag, deployed, version} - {""} if tag else {""}
 
 
 def model_stats(*, model: ModelEndpoint) -> dict[str, Any]:

@@ -114,12 +114,28 @@ def test_purge_makes_the_next_request_miss(api, backend, http_model, capsys):
     assert len(backend.calls()) == 2
 
 
-def test_purge_of_one_version_leaves_the_others(api, backend, http_model):
+def test_purge_of_a_version_nothing_serves_is_refused_and_changes_nothing(api, backend, http_model):
+    from django.core.management import CommandError
+
     api.predict("echo", {"instances": [[1]]})
-    call_command("predcache", "purge", "echo", "--version", "some-other-version")
+    with pytest.raises(CommandError, match="has not seen version 'some-other-version'"):
+        call_command("predcache", "purge", "echo", "--version", "some-other-version")
     assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
 
-    call_command("predcache", "purge", "echo", "--version", "")
+    call_command("predcache", "purge", "echo", "--version", "")  # the (unversioned) one it serves
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+
+
+def test_purge_of_the_pinned_version(api, backend, http_model):
+    from django.core.management import CommandError
+
+    model_upsert(name="echo", backend="http", target=backend.predict_url, model_version="v7")
+    api.predict("echo", {"instances": [[1]]})
+    with pytest.raises(CommandError, match="pinned to version 'v7'"):
+        call_command("predcache", "purge", "echo", "--version", "v6")
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+    call_command("predcache", "purge", "echo", "--version", "v7")
     assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
 
 

@@ -143,3 +143,99 @@ def test_plain_stats_output_is_one_line_of_words(api, backend, http_model, capsy
     assert fields["version"] == "dm-b/2"
     assert fields["retired_versions"] == "dm-a/1"
     assert '"version":"dm-b/2"' in fields["last_version_change"]
+
+
+def test_a_version_moved_by_another_process_mid_request_does_not_mix_versions(api, backend, http_model):
+    """Between this request's lookup and its save, another process moves the cache to v2."""
+    import threading
+
+    from caching.core.keys import version_tag
+    from caching.runtime import get_runtime
+    from caching.selectors import served_model_get
+    from tests.support.processes import wait_until
+
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    served = served_model_get(name="echo")
+    runtime = get_runtime()
+    backend.control(modelVersionId="2", deployedModelId="dm-b", hold=True)
+    backend.reset_calls()
+
+    answers = []
+    request = threading.Thread(
+        target=lambda: answers.append(runtime.cache.predict(served.spec, served.backend, [[1], [9]], None))
+    )
+    request.start()
+    try:
+        wait_until(lambda: len(backend.calls()) == 1, timeout=10, what="the miss to reach the model")
+        # What another process's save does when its answer reveals v2 first.
+        other = runtime.store.lookup(served.spec.namespace, "", [])
+        runtime.store.save(
+            served.spec.namespace,
+            other,
+            [],
+            ttl_seconds=60,
+            version=version_tag("2", "dm-b"),
+            follow_versions=True,
+        )
+    finally:
+        backend.release()
+        request.join(timeout=10)
+
+    [answer] = answers
+    assert (answer.model_version_id, answer.deployed_model_id) == ("2", "dm-b")
+    assert [call["instances"] for call in backend.calls()] == [[[9]], [[1]]]
+
+
+@pytest.mark.parametrize("name", ["2", "dm-b", "dm-b/2"])
+def test_purge_of_the_followed_version_by_any_of_its_names(api, backend, http_model, capsys, name):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[2]]})
+    assert api.predict("echo", {"instances": [[2]]})["X-Cache"] == "HIT"
+
+    call_command("predcache", "purge", "echo", "--version", name)
+
+    assert "purged version 'dm-b/2'" in capsys.readouterr().out
+    assert api.predict("echo", {"instances": [[2]]})["X-Cache"] == "MISS"
+    # The cache still follows v2 (a version purge is not a reset): v1 stays retired.
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    assert api.predict("echo", {"instances": [[3]]})["Cache-Status"] == "predcache; fwd=miss"
+
+
+def test_purge_of_a_retired_version_says_there_is_nothing_to_do(api, backend, http_model, capsys):
+    backend.control(modelVersionId="1", deployedModelId="dm-a")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[2]]})
+    capsys.readouterr()
+
+    call_command("predcache", "purge", "echo", "--version", "1")
+
+    assert "is retired" in capsys.readouterr().out
+    assert api.predict("echo", {"instances": [[2]]})["X-Cache"] == "HIT"
+
+
+@pytest.mark.parametrize("pin", ["dm-b", "dm-b/2"])
+def test_a_version_can_be_pinned_by_deployed_model_or_full_tag(api, backend, http_model, pin):
+    model_upsert(name="echo", backend="http", target=backend.predict_url, model_version=pin)
+    backend.control(modelVersionId="2", deployedModelId="dm-c")  # same version number, another model
+    api.predict("echo", {"instances": [[1]]})
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+
+    backend.control(modelVersionId="2", deployedModelId="dm-b")
+    api.predict("echo", {"instances": [[1]]})
+    backend.control(modelVersionId="2", deployedModelId="dm-c")
+    hit = api.predict("echo", {"instances": [[1]]})
+    assert (hit["X-Cache"], versions(hit)) == ("HIT", ("2", "dm-b"))
+
+
+def test_an_overlong_version_from_a_backend_is_recorded_clipped(api, backend, http_model):
+    backend.control(modelVersionId="v" * 1000, deployedModelId="d" * 1000)
+    response = api.predict("echo", {"instances": [[1]]})
+    assert response.status_code == 200
+    assert response.json()["modelVersionId"] == "v" * 1000  # the client still sees it whole
+    [change] = ModelVersionChange.objects.filter(model=http_model)
+    assert change.model_version_id == "v" * 128
+    assert len(change.version) == 300

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from caching.backends.base import BackendRejectedInput, BackendTimeout, BackendUnavailable
+from caching.backends.base import BackendError, BackendRejectedInput, BackendTimeout, BackendUnavailable
 from caching.backends.vertex import VertexBackend, regional_host
 from caching.services import model_upsert
 from tests.backends.contract import BackendContract
@@ -355,3 +355,47 @@ def test_grpc_unavailable_is_retried(grpc_vertex):
     result = VertexBackend(ENDPOINT, api_endpoint=address, timeout_seconds=5).predict([[2]], None)
     assert result.predictions == [{"sum": 2.0, "n": 1.0}]
     assert len(control.calls()) == 3
+
+
+# --- review fixes: endpoint-side 400s, NaN answers, budgets ---------------------------------
+
+
+def test_a_failed_precondition_is_the_endpoints_fault_not_the_clients(vertex):
+    vertex.control(fail=[400], rpcStatus="FAILED_PRECONDITION", message="no model is deployed")
+    with pytest.raises(BackendError, match="no model is deployed") as caught:
+        vertex_backend(vertex).predict([[1]], None)
+    assert not isinstance(caught.value, BackendRejectedInput)
+    assert caught.value.status == 502
+
+
+def test_grpc_failed_precondition_is_a_502(grpc_vertex):
+    address, control = grpc_vertex
+    control.control(fail=[9], message="no model is deployed")
+    with pytest.raises(BackendError) as caught:
+        VertexBackend(ENDPOINT, api_endpoint=address, timeout_seconds=5).predict([[1]], None)
+    assert caught.value.status == 502
+
+
+def test_an_answer_json_cannot_carry_is_a_502(vertex):
+    vertex.control(nan=True)
+    with pytest.raises(BackendError, match="JSON cannot carry") as caught:
+        vertex_backend(vertex).predict([[1]], None)
+    assert caught.value.status == 502
+
+
+def test_parameters_count_toward_the_payload_limit(vertex):
+    limit = 20_000
+    parameters = {"vocabulary": ["w" * 50] * 100}  # ~6 KB of the budget, in every call
+    vertex_backend(vertex, max_request_bytes=limit).predict([[i] * 400 for i in range(10)], parameters)
+    calls = vertex.calls()
+    assert len(calls) > 1
+    assert all(call["bytes"] <= limit for call in calls)
+
+
+def test_the_timeout_bounds_the_whole_request_not_each_call(vertex):
+    """Nine calls of 0.4 s each cannot fit in a 1 s timeout: it stops after the ones that fit."""
+    vertex.control(delay=0.4)
+    instances = [[i] * 800 for i in range(9)]
+    with pytest.raises(BackendTimeout):
+        vertex_backend(vertex, timeout_seconds=1.0, max_request_bytes=12_000).predict(instances, None)
+    assert len(vertex.calls()) <= 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -35,6 +36,8 @@ _MAX_MESSAGE = 500
 
 _clients: dict[tuple[int, str, str], Any] = {}
 _clients_lock = threading.Lock()
+# A forked child (a gunicorn worker) must not reuse its parent's channels: drop them.
+os.register_at_fork(after_in_child=_clients.clear)
 
 
 def regional_host(location: str) -> str:
@@ -75,20 +78,28 @@ class VertexBackend:
         self.transport = transport
         self.timeout_seconds = timeout_seconds
         self.max_request_bytes = max_request_bytes
-        self.identity = ""  # the version Vertex reports with each answer does the rest
+        # The host is part of what computes the predictions (a test server, a private endpoint);
+        # the version Vertex reports with each answer does the rest.
+        self.identity = self.api_endpoint
 
     def verify(self) -> None:
         """Nothing to check offline: credentials and the endpoint are tried on the first call."""
 
     def predict(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
+        """Predict in as few calls as the payload limit allows, all within the model's timeout."""
         from google.protobuf import json_format, struct_pb2
 
+        deadline = time.monotonic() + self.timeout_seconds
         client = self._client()
         values = [json_format.ParseDict(instance, struct_pb2.Value()) for instance in instances]
         extra: dict[str, Any] = {}
+        envelope = _ENVELOPE_BYTES
         if parameters is not None:
             extra["parameters"] = json_format.ParseDict(parameters, struct_pb2.Value())
-        answers = [self._predict_once(client, chunk, extra) for chunk in self._chunks(values)]
+            envelope += self._encoded_size(extra["parameters"])
+        answers = [
+            self._predict_once(client, chunk, extra, deadline) for chunk in self._chunks(values, envelope)
+        ]
         predictions = [prediction for answer in answers for prediction in answer.predictions]
         versions = {(answer.model_version_id, answer.deployed_model_id) for answer in answers}
         if len(versions) > 1:
@@ -98,9 +109,9 @@ class VertexBackend:
         (model_version_id, deployed_model_id) = versions.pop()
         return checked_result(BackendResult(predictions, model_version_id, deployed_model_id), len(instances))
 
-    def _chunks(self, values: list[Any]) -> Iterator[list[Any]]:
+    def _chunks(self, values: list[Any], envelope: int) -> Iterator[list[Any]]:
         """Split instances into requests under Vertex's payload limit, keeping their order."""
-        budget = self.max_request_bytes - _ENVELOPE_BYTES
+        budget = self.max_request_bytes - envelope
         chunk: list[Any] = []
         size = 0
         for value in values:
@@ -124,21 +135,29 @@ class VertexBackend:
         text: str = json_format.MessageToJson(value)
         return len(text) + 4 * (text.count("\n") + 1) + 2
 
-    def _predict_once(self, client: Any, values: list[Any], extra: dict[str, Any]) -> BackendResult:
+    def _predict_once(
+        self, client: Any, values: list[Any], extra: dict[str, Any], deadline: float
+    ) -> BackendResult:
         from google.protobuf import json_format
 
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BackendTimeout(f"Vertex AI did not answer within {self.timeout_seconds}s")
         try:
             response = client.predict(
                 endpoint=self.target,
                 instances=values,
-                retry=_retry(self.timeout_seconds),
-                timeout=self.timeout_seconds,
+                retry=_retry(remaining),
+                timeout=remaining,
                 **extra,
             )
-        except Exception as exc:  # google-api-core, requests and grpc each raise their own
+        except Exception as exc:  # google-api-core, google-auth, requests and grpc raise their own
             raise _backend_error(exc, self.timeout_seconds) from exc
-        # Protobuf values to plain JSON (numbers come back as doubles, as Vertex sends them).
-        document = json_format.MessageToDict(response._pb)
+        try:
+            # Protobuf values to plain JSON (numbers come back as doubles, as Vertex sends them).
+            document = json_format.MessageToDict(response._pb)
+        except json_format.SerializeToJsonError as exc:  # NaN or Infinity in an answer
+            raise BackendError(f"Vertex AI answered with a value JSON cannot carry: {exc}") from exc
         return checked_result(
             BackendResult(
                 predictions=document.get("predictions", []),
@@ -178,7 +197,10 @@ class VertexBackend:
                 PredictionServiceGrpcTransport,
             )
 
-            channel = grpc.insecure_channel(self.api_endpoint.removeprefix("http://").rstrip("/"))
+            channel = grpc.insecure_channel(
+                self.api_endpoint.removeprefix("http://").rstrip("/"),
+                options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
+            )
             return PredictionServiceClient(transport=PredictionServiceGrpcTransport(channel=channel))
         except GoogleAuthError as exc:  # no Application Default Credentials on this machine
             raise BackendMisconfigured(f"cannot authenticate to Vertex AI: {exc}") from exc
@@ -188,6 +210,7 @@ def _retry(deadline: float) -> Any:
     """Back off and retry throttling, unavailability and deadlines, within the model's timeout."""
     import requests
     from google.api_core import exceptions, retry
+    from google.auth import exceptions as auth_exceptions
 
     return retry.Retry(
         predicate=retry.if_exception_type(
@@ -196,6 +219,7 @@ def _retry(deadline: float) -> Any:
             exceptions.ServiceUnavailable,
             exceptions.DeadlineExceeded,
             requests.exceptions.ConnectionError,
+            auth_exceptions.TransportError,  # the token endpoint (metadata server) did not answer
         ),
         initial=0.1,
         maximum=2.0,
@@ -208,6 +232,7 @@ def _backend_error(exc: Exception, timeout_seconds: float) -> BackendError:
     """Map what the client library raised to the status the caller is told."""
     import requests
     from google.api_core import exceptions
+    from google.auth import exceptions as auth_exceptions
 
     if isinstance(exc, exceptions.RetryError):
         cause = exc.cause
@@ -220,11 +245,20 @@ def _backend_error(exc: Exception, timeout_seconds: float) -> BackendError:
         return BackendTimeout(f"Vertex AI did not answer within {timeout_seconds}s")
     if isinstance(exc, requests.exceptions.ConnectionError):
         return BackendUnavailable(f"Vertex AI unreachable: {_short(exc)}")
+    if isinstance(exc, auth_exceptions.TransportError):
+        return BackendUnavailable(f"could not get a token for Vertex AI: {_short(exc)}")
+    if isinstance(exc, auth_exceptions.GoogleAuthError):
+        return BackendMisconfigured(f"cannot authenticate to Vertex AI: {_short(exc)}")
     if not isinstance(exc, exceptions.GoogleAPICallError):
         return BackendError(f"Vertex AI call failed: {_short(exc)}")
     message = f"Vertex AI answered {exc.code or ''} {exc.message}".strip()[:_MAX_MESSAGE]
-    if isinstance(exc, exceptions.InvalidArgument | exceptions.BadRequest):
-        return BackendRejectedInput(message)
+    if isinstance(exc, exceptions.BadRequest):
+        # Only a request Vertex calls INVALID_ARGUMENT is the client's fault; FAILED_PRECONDITION
+        # (no model deployed), OUT_OF_RANGE and the like are the endpoint's.
+        status = _rpc_status(exc)
+        if status in ("INVALID_ARGUMENT", None):
+            return BackendRejectedInput(message)
+        return BackendError(f"{message} ({status})")
     if isinstance(
         exc, exceptions.TooManyRequests | exceptions.ResourceExhausted | exceptions.ServiceUnavailable
     ):
@@ -232,6 +266,19 @@ def _backend_error(exc: Exception, timeout_seconds: float) -> BackendError:
     if isinstance(exc, exceptions.DeadlineExceeded | exceptions.GatewayTimeout):
         return BackendTimeout(message)
     return BackendError(message)
+
+
+def _rpc_status(exc: Any) -> str | None:
+    """The RPC status name of an API error: from gRPC directly, from the error body over REST."""
+    code = getattr(exc, "grpc_status_code", None)
+    if code is not None:
+        return str(code.name)
+    response = getattr(exc, "response", None)
+    try:
+        status = response.json()["error"]["status"] if response is not None else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
 
 
 def _short(exc: Exception) -> str:

@@ -41,10 +41,20 @@ class CacheSpec:
     def follows_versions(self) -> bool:
         return not self.model_version
 
-    def pinned_version_matches(self, result: BackendResult) -> bool:
-        if self.follows_versions or (result.model_version_id is None and result.deployed_model_id is None):
+    def pin_admits(self, model_version_id: str | None, deployed_model_id: str | None) -> bool:
+        """Whether a prediction reported under this version may be stored and served.
+
+        A pin names a ``deployedModelId``, a ``modelVersionId`` or the full tag
+        ``deployedModelId/modelVersionId``. Predictions reported without any version
+        are admitted: for such backends the pin is only a label in the keys.
+        """
+        if self.follows_versions or (model_version_id is None and deployed_model_id is None):
             return True
-        return self.model_version in (result.model_version_id, result.deployed_model_id)
+        return self.model_version in (
+            model_version_id,
+            deployed_model_id,
+            version_tag(model_version_id, deployed_model_id),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +145,12 @@ class ReadThroughCache:
                 spec, backend, lookup, missing, instances, first_index, parameters
             )
             found.update(fresh)
-            if version_change is not None:
-                # This answer revealed a new version: the hits of this same request came
-                # from the old one. Recompute them, so the response is of one version.
-                stale = [d for d in distinct if d not in fresh and _tag(found[d]) != version_change.current]
+            if stored and spec.follows_versions:
+                # The fresh answers are of the version the cache now follows. Hits of this same
+                # request written by another version (this answer moved the cache, or another
+                # process did since the lookup) are recomputed: one response, one version.
+                current = _tag(fresh[missing[0]])
+                stale = [d for d in distinct if d not in fresh and _tag(found[d]) != current]
                 if stale:
                     refreshed, _, _ = self._compute(
                         spec, backend, lookup, stale, instances, first_index, parameters
@@ -181,6 +193,8 @@ class ReadThroughCache:
                 continue
             if spec.follows_versions and _tag(entry) != lookup.current_version:
                 continue  # computed by a version the cache no longer follows
+            if not spec.pin_admits(entry.model_version_id, entry.deployed_model_id):
+                continue  # written before the pin was set, under the same label
             found[digest] = entry
         return found
 
@@ -212,7 +226,7 @@ class ReadThroughCache:
             )
             for digest, prediction in zip(digests, result.predictions, strict=True)
         }
-        if not result.cacheable or not spec.pinned_version_matches(result):
+        if not result.cacheable or not spec.pin_admits(result.model_version_id, result.deployed_model_id):
             self.stats.record(spec.namespace, not_stored=len(entries))
             return entries, False, None
         version = version_tag(result.model_version_id, result.deployed_model_id)

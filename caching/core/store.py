@@ -165,16 +165,19 @@ class PredictionStore:
             raise CacheUnavailable(str(exc)) from exc
         return SaveOutcome(status.decode(), previous.decode())
 
-    def purge(self, namespace: str, model_version: str | None = None) -> None:
+    def purge(self, namespace: str, model_version: str | None = None, *, keep_versions: bool = False) -> None:
         """Make every entry of the model (or of one of its versions) unreachable at once.
 
-        A whole-model purge also forgets which deployed versions were seen, so after a
-        rollback to a retired version the cache follows it again.
+        A whole-model purge also forgets which deployed versions were seen (so after a
+        rollback to a retired version the cache follows it again), unless ``keep_versions``.
         """
         pipe = self.client.pipeline(transaction=True)
         if model_version is None:
             pipe.set(self.keyspace.generation(namespace), new_generation_token())
-            pipe.delete(self.keyspace.followed_version(namespace), self.keyspace.retired_versions(namespace))
+            if not keep_versions:
+                pipe.delete(
+                    self.keyspace.followed_version(namespace), self.keyspace.retired_versions(namespace)
+                )
         else:
             pipe.set(self.keyspace.version_generation(namespace, model_version), new_generation_token())
         try:

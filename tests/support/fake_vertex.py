@@ -10,7 +10,9 @@ body); ``POST /control`` sets the behaviour:
 - ``{"modelVersionId": "2", "deployedModelId": "dm-2"}``: report another version;
 - ``{"fail": [429, 503], "message": "..."}``: answer the next predict calls with these
   statuses, one each, then succeed again;
-- ``{"delay": 2.0}``: wait before answering every predict call.
+- ``{"rpcStatus": "FAILED_PRECONDITION"}``: the status name those failures carry;
+- ``{"delay": 2.0}``: wait before answering every predict call;
+- ``{"nan": true}``: answer with NaN predictions, which JSON cannot carry.
 
 ``POST /reset`` restores the defaults. Run: ``python -m tests.support.fake_vertex``;
 it prints its port on the first line.
@@ -65,8 +67,8 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, status: int, message: str) -> None:
-        name = _STATUS_NAMES.get(status, "UNKNOWN")
+    def _error(self, status: int, message: str, name: str | None = None) -> None:
+        name = name or _STATUS_NAMES.get(status, "UNKNOWN")
         self._send(status, {"error": {"code": status, "message": message, "status": name}})
 
     def _read(self) -> bytes:
@@ -133,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         if control.get("delay"):
             time.sleep(control["delay"])
         if failure:
-            self._error(failure, control.get("message", f"simulated {failure}"))
+            self._error(failure, control.get("message", f"simulated {failure}"), control.get("rpcStatus"))
             return
         instances = document.get("instances")
         if not isinstance(instances, list) or not instances:
@@ -143,7 +145,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send(
             200,
             {
-                "predictions": [_prediction(instance) for instance in instances],
+                "predictions": [
+                    {"sum": float("nan")} if control.get("nan") else _prediction(instance)
+                    for instance in instances
+                ],
                 "deployedModelId": control["deployedModelId"],
                 "model": f"{project_location}/models/42",
                 "modelDisplayName": "fake-model",

@@ -17,6 +17,7 @@ from caching.core.canonical import InvalidJSON, parse_json
 from caching.core.store import CacheUnavailable
 from caching.models import ModelEndpoint
 from caching.services import (
+    PurgeRefused,
     api_key_create,
     model_cache_purge,
     model_stats,
@@ -120,10 +121,10 @@ class Command(BaseCommand):
         self.stdout.write(key)
 
     def _purge(self, name: str, version: str | None) -> None:
-        model = _model_named(name)
-        model_cache_purge(model=model, model_version=version)
-        scope = f"version {version!r} of {name}" if version is not None else name
-        self.stdout.write(f"purged cached predictions of {scope}")
+        try:
+            self.stdout.write(model_cache_purge(model=_model_named(name), model_version=version))
+        except PurgeRefused as exc:
+            raise CommandError(str(exc)) from exc
 
     def _warm(self, name: str, path: Path, parameters_json: str | None) -> None:
         _model_named(name)
