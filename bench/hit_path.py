@@ -30,9 +30,10 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 
 from predcache_site.local_redis import RedisServer, free_port, wait_until  # noqa: E402
-from tests.support.processes import model_server  # noqa: E402
+from tests.support.processes import fake_vertex_server, model_server  # noqa: E402
 
 IRIS_INSTANCE = [5.1, 3.5, 1.4, 0.2]
+VERTEX_ENDPOINT = "projects/bench/locations/us-central1/endpoints/1"
 
 
 class Server:
@@ -129,6 +130,7 @@ def main() -> None:
         redis_server = RedisServer(work / "redis").start()
         stack.callback(redis_server.stop)
         model_url = stack.enter_context(model_server())
+        vertex_url = stack.enter_context(fake_vertex_server())
         env = {
             **os.environ,
             "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}",
@@ -159,6 +161,20 @@ def main() -> None:
         manage("predcache", "models", "upsert", "iris", "--backend", "local", "--target", "iris.joblib")
         manage(
             "predcache", "models", "upsert", "echo", "--backend", "http", "--target", f"{model_url}/predict"
+        )
+        manage(
+            "predcache",
+            "models",
+            "upsert",
+            "vx",
+            "--backend",
+            "vertex",
+            "--target",
+            VERTEX_ENDPOINT,
+            "--api-endpoint",
+            vertex_url,
+            "--options",
+            '{"transport": "rest"}',
         )
         key = manage("predcache", "keys", "create", "bench").strip().splitlines()[-1]
         headers = {"Content-Type": "application/json", "Authorization": f"Api-Key {key}"}
@@ -227,6 +243,20 @@ def main() -> None:
             args.misses,
         )
         miss_rows.append(("echo (HTTP model server)", direct, via))
+
+        from caching.backends.vertex import VertexBackend
+
+        vertex = VertexBackend(VERTEX_ENDPOINT, api_endpoint=vertex_url, transport="rest", timeout_seconds=10)
+        vertex.predict([[0.5]], None)  # the client and its connection, as in a warm web process
+        direct = timed(lambda: vertex.predict([[rng.random()]], None), args.misses)
+        via = miss_latencies(
+            predcache.port,
+            "/v1/models/vx:predict",
+            lambda: orjson.dumps({"instances": [[rng.random()]]}),
+            headers,
+            args.misses,
+        )
+        miss_rows.append(("vertex (fake Vertex REST server, aiplatform client)", direct, via))
 
     report(rows, miss_rows, args)
 
@@ -309,7 +339,9 @@ def report(rows, miss_rows, args) -> None:
         "",
         f"## MISS latency ({args.misses} sequential requests, new instance each) vs calling the model",
         "",
-        "Direct: iris `model.predict` in process; echo: POST to the model server on a keep-alive connection.",
+        "Direct: iris `model.predict` in process; echo: POST to the model server on a keep-alive "
+        "connection; vertex: the vertex backend's aiplatform REST client calling the fake Vertex "
+        "server from the bench process.",
         "",
         *miss_table,
     ]
