@@ -399,3 +399,35 @@ def test_the_timeout_bounds_the_whole_request_not_each_call(vertex):
     with pytest.raises(BackendTimeout):
         vertex_backend(vertex, timeout_seconds=1.0, max_request_bytes=12_000).predict(instances, None)
     assert len(vertex.calls()) <= 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_high_level_aiplatform_endpoint_predicts_through_predcache(
+    live_server, api_key, vertex, vertex_model
+):
+    """``aiplatform.Endpoint(...).predict``: predcache's address and key are set in ``init`` only."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+    from google.cloud.aiplatform import initializer
+
+    config = initializer.global_config  # process-wide SDK settings: restore them afterwards
+    saved = dict(vars(config))
+    try:
+        aiplatform.init(
+            project="demo",
+            location="us-central1",
+            api_endpoint=live_server.url,
+            api_transport="rest",
+            credentials=AnonymousCredentials(),  # predcache is not Google: no token to send
+            request_metadata=[("x-api-key", api_key)],
+        )
+        endpoint = aiplatform.Endpoint(ENDPOINT)
+        first = endpoint.predict(instances=[[1, 2, 3]])
+        second = endpoint.predict(instances=[[1, 2, 3]])
+    finally:
+        vars(config).clear()
+        vars(config).update(saved)
+
+    assert first.predictions == second.predictions == [{"sum": 6.0, "n": 3.0}]
+    assert (second.deployed_model_id, second.model_version_id) == ("1111", "1")
+    assert len(vertex.calls()) == 1
