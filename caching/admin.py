@@ -1,13 +1,15 @@
-"""Admin: models with their cache policy inline, and a purge action."""
+"""Admin: models with their cache policy inline, a purge action, and the purge history."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from caching.core.store import CacheUnavailable
-from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange
+from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord
 from caching.services import model_cache_purge
 
 
@@ -47,6 +49,33 @@ class ModelVersionChangeAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(PurgeRecord)
+class PurgeRecordAdmin(admin.ModelAdmin):
+    """Every purge, read-only: who asked, what, and how many entries it removed or freed."""
+
+    list_display = (
+        "requested_at",
+        "model",
+        "scope",
+        "version",
+        "instances",
+        "requested_by",
+        "entries_removed",
+        "entries_reclaimed",
+        "reclaimed_at",
+    )
+    list_filter = ("scope", "model", "requested_at")
+    list_select_related = ("model",)
+    search_fields = ("model__name", "requested_by", "version")
+    date_hierarchy = "requested_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(admin.ModelAdmin):
     list_display = (
@@ -55,13 +84,13 @@ class ModelEndpointAdmin(admin.ModelAdmin):
         "target",
         "model_version",
         "followed_version",
-        "cache_enabled",
+        "cache_mode",
         "ttl",
         "updated_at",
     )
     list_filter = ("backend",)
     search_fields = ("name", "target")
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("created_at", "updated_at", "purge_history")
     inlines = [CachePolicyInline, VersionChangeInline]
 
     def get_inlines(
@@ -85,21 +114,29 @@ class ModelEndpointAdmin(admin.ModelAdmin):
     def followed_version(self, obj: ModelEndpoint) -> str:
         return getattr(obj, "latest_version", None) or "-"
 
-    @admin.display(boolean=True, description="cache on")
-    def cache_enabled(self, obj: ModelEndpoint) -> bool:
-        return getattr(obj, "policy", None) is None or obj.policy.enabled
+    @admin.display(description="mode")
+    def cache_mode(self, obj: ModelEndpoint) -> str:
+        policy = getattr(obj, "policy", None)
+        return "cache" if policy is None else policy.mode
 
     @admin.display(description="TTL (s)")
     def ttl(self, obj: ModelEndpoint) -> int | None:
         policy = getattr(obj, "policy", None)
         return None if policy is None else policy.ttl_seconds
 
+    @admin.display(description="purges")
+    def purge_history(self, obj: ModelEndpoint) -> str:
+        if obj.pk is None:
+            return "-"
+        url = f"{reverse('admin:caching_purgerecord_changelist')}?model__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} recorded</a>', url, obj.purges.count())
+
     @admin.action(description="Purge cached predictions of the selected models")
     def purge_cache(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
         purged = []
         for model in queryset:
             try:
-                model_cache_purge(model=model)
+                model_cache_purge(model=model, requested_by=request.user.get_username())
             except CacheUnavailable as exc:
                 self.message_user(
                     request, f"Redis unavailable, {model.name} not purged: {exc}", messages.ERROR

@@ -92,17 +92,120 @@ class ModelEndpoint(models.Model):
         )
 
 
+class CacheMode(models.TextChoices):
+    CACHE = "cache", "cache: serve from the cache, store misses"
+    BYPASS = "bypass", "bypass: every request goes to the model, counted in the stats"
+    DISABLED = "disabled", "disabled: every request goes to the model; Redis is not touched"
+
+
+class Compression(models.TextChoices):
+    ZLIB = "zlib", "zlib"
+    ZSTD = "zstd", "zstd"
+
+
+def validate_cron(value: str) -> None:
+    """A five-field cron expression (minute hour day-of-month month day-of-week)."""
+    from celery.schedules import crontab
+
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValidationError("Five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'.")
+    minute, hour, day_of_month, month, day_of_week = fields
+    try:
+        crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month,
+            day_of_week=day_of_week,
+        )
+    except ValueError as exc:
+        raise ValidationError(f"Not a valid cron expression: {exc}") from exc
+
+
+def validate_field_names(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValidationError('A list of field names, e.g. ["request_id", "meta.trace"].')
+
+
 class CachePolicy(models.Model):
-    """How a model's predictions are cached."""
+    """How a model's predictions are cached, keyed and invalidated."""
 
     model = models.OneToOneField(ModelEndpoint, on_delete=models.CASCADE, related_name="policy")
-    enabled = models.BooleanField(
-        default=True, help_text="Off: every request goes to the backend and nothing is stored."
-    )
+    mode = models.CharField(max_length=16, choices=CacheMode.choices, default=CacheMode.CACHE)
     ttl_seconds = models.PositiveIntegerField(
         default=3600,
         validators=[MinValueValidator(1), MaxValueValidator(90 * 24 * 3600)],
-        help_text="How long a stored prediction is served.",
+        help_text="How long a stored prediction is served as fresh.",
+    )
+    ttl_jitter = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Fraction of the TTL by which each entry's lifetime is randomly shortened "
+        "(0.1: between 90% and 100% of the TTL), so entries written together do not expire together.",
+    )
+    stale_while_revalidate_seconds = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(7 * 24 * 3600)],
+        help_text="For this long after its TTL an entry is still served at once, while one "
+        "background call refreshes it.",
+    )
+    stale_if_error_seconds = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(30 * 24 * 3600)],
+        help_text="If the model fails (or its breaker is open), serve an expired entry up to this "
+        "long after its TTL, marked X-Cache: STALE.",
+    )
+    round_decimals = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(15)],
+        help_text="Key rule: round every number in an instance to this many decimal places "
+        "before keying (the model still gets the original). Empty: no rounding.",
+    )
+    round_significant = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(17)],
+        help_text="Key rule: round every number to this many significant digits before keying.",
+    )
+    ignore_fields = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_field_names],
+        help_text='Key rule: object fields left out of the key, e.g. ["request_id", "meta.trace"] '
+        "(dotted names reach into nested objects).",
+    )
+    admit_after = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Store an instance's prediction only once it has been requested this many times.",
+    )
+    max_entry_bytes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Larger predictions are served but not stored. Empty: no limit.",
+    )
+    compress_over_bytes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=4096,
+        help_text="Compress stored predictions larger than this. Empty: never compress.",
+    )
+    compression = models.CharField(max_length=8, choices=Compression.choices, default=Compression.ZLIB)
+    max_age_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Invalidation rule: entries older than this are never served, whatever their TTL.",
+    )
+    purge_schedule = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[validate_cron],
+        help_text="Invalidation rule: purge the whole model on this cron schedule "
+        "(minute hour day-of-month month day-of-week, UTC), e.g. '0 3 * * *'.",
     )
 
     class Meta:
@@ -110,6 +213,40 @@ class CachePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"cache policy of {self.model.name}"
+
+    def clean(self) -> None:
+        if self.round_decimals is not None and self.round_significant is not None:
+            raise ValidationError("Round to decimal places or to significant digits, not both.")
+
+
+class PurgeScope(models.TextChoices):
+    MODEL = "model", "whole model"
+    VERSION = "version", "one version"
+    INSTANCES = "instances", "specific instances"
+
+
+class PurgeRecord(models.Model):
+    """Every purge: who asked, when, what, and how many entries it made unreachable or freed."""
+
+    model = models.ForeignKey(ModelEndpoint, on_delete=models.CASCADE, related_name="purges")
+    scope = models.CharField(max_length=16, choices=PurgeScope.choices)
+    version = models.CharField(max_length=300, blank=True)
+    instances = models.PositiveIntegerField(default=0, help_text="Instances named (instance purges).")
+    requested_by = models.CharField(max_length=200, help_text="User, API key or schedule.")
+    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    entries_removed = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Entries deleted at once (instance purges)."
+    )
+    entries_reclaimed = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Unreachable entries whose memory was freed in the background."
+    )
+    reclaimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.scope} purge by {self.requested_by}"
 
 
 class ModelVersionChange(models.Model):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.keys import KeySpace
 from caching.core.readthrough import ReadThroughCache
 from caching.core.stats import StatsRecorder
@@ -78,7 +79,21 @@ def _build() -> Runtime:
         keyspace=keyspace,
         store=store,
         stats=stats,
-        cache=ReadThroughCache(store, max_depth=settings.PREDCACHE_MAX_DEPTH, stats=stats),
+        cache=ReadThroughCache(
+            store,
+            max_depth=settings.PREDCACHE_MAX_DEPTH,
+            stats=stats,
+            redis_breaker=CircuitBreaker(
+                "redis",
+                failure_threshold=settings.PREDCACHE_REDIS_BREAKER_FAILURES,
+                reset_seconds=settings.PREDCACHE_REDIS_BREAKER_RESET_SECONDS,
+            ),
+            backend_breakers=BreakerRegistry(
+                failure_threshold=settings.PREDCACHE_BACKEND_BREAKER_FAILURES,
+                reset_seconds=settings.PREDCACHE_BACKEND_BREAKER_RESET_SECONDS,
+            ),
+            single_flight_wait=settings.PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS,
+        ),
         pid=os.getpid(),
         stop_flusher=threading.Event(),
     )

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from caching.backends.base import Backend, BackendConfigError
+from caching.core.canonical import KeyRules
 from caching.core.readthrough import CacheSpec
 from caching.models import BackendKind, CachePolicy, ModelEndpoint, ModelVersionChange
 from caching.runtime import get_runtime
@@ -73,24 +74,39 @@ def served_model_build(*, model: ModelEndpoint) -> ServedModel:
         config_error = None
     except BackendConfigError as exc:
         backend, config_error = None, str(exc)
+    rules = KeyRules(
+        round_decimals=policy.round_decimals,
+        round_significant=policy.round_significant,
+        ignore_fields=tuple(policy.ignore_fields or ()),
+    )
     spec = CacheSpec(
         namespace=model_namespace(model=model),
         model_name=model.name,
-        model_identity=model_identity(model=model, backend=backend),
+        model_identity=model_identity(model=model, backend=backend, rules=rules),
         model_version=model.model_version,
         ttl_seconds=policy.ttl_seconds,
-        enabled=policy.enabled,
+        mode=policy.mode,
+        ttl_jitter=policy.ttl_jitter,
+        stale_while_revalidate=policy.stale_while_revalidate_seconds,
+        stale_if_error=policy.stale_if_error_seconds,
+        key_rules=rules,
+        admit_after=policy.admit_after,
+        max_entry_bytes=policy.max_entry_bytes,
+        compress_over=policy.compress_over_bytes,
+        compression=policy.compression,
+        max_age=policy.max_age_seconds,
+        backend_timeout=model.timeout_seconds,
     )
     return ServedModel(
         name=model.name, model_id=model.pk, spec=spec, backend=backend, config_error=config_error
     )
 
 
-def model_identity(*, model: ModelEndpoint, backend: Backend | None) -> str:
-    """Everything about a model that decides its predictions, so a change starts a fresh cache."""
+def model_identity(*, model: ModelEndpoint, backend: Backend | None, rules: KeyRules) -> str:
+    """Everything about a model that decides its keys' meaning, so a change starts a fresh cache."""
     options = orjson.dumps(model.options or {}, option=orjson.OPT_SORT_KEYS).decode()
     backend_identity = backend.identity if backend is not None else ""
-    return "\x00".join((model.name, model.backend, model.target, options, backend_identity))
+    return "\x00".join((model.name, model.backend, model.target, options, backend_identity, rules.describe()))
 
 
 def model_namespace(*, model: ModelEndpoint) -> str:

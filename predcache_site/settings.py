@@ -111,6 +111,16 @@ PREDCACHE_KEY_PREFIX = env.str("PREDCACHE_KEY_PREFIX", default="pc:")
 # Short timeouts: Redis is an accelerator, and a slow one must not slow predictions down.
 PREDCACHE_REDIS_SOCKET_TIMEOUT = env.float("PREDCACHE_REDIS_SOCKET_TIMEOUT", default=0.25)
 PREDCACHE_REDIS_CONNECT_TIMEOUT = env.float("PREDCACHE_REDIS_CONNECT_TIMEOUT", default=0.25)
+# After this many consecutive Redis errors a process skips Redis for the reset time, then probes.
+PREDCACHE_REDIS_BREAKER_FAILURES = env.int("PREDCACHE_REDIS_BREAKER_FAILURES", default=3)
+PREDCACHE_REDIS_BREAKER_RESET_SECONDS = env.float("PREDCACHE_REDIS_BREAKER_RESET_SECONDS", default=5.0)
+# After this many consecutive failures of a model, its calls fail fast (or serve stale) for a while.
+PREDCACHE_BACKEND_BREAKER_FAILURES = env.int("PREDCACHE_BACKEND_BREAKER_FAILURES", default=5)
+PREDCACHE_BACKEND_BREAKER_RESET_SECONDS = env.float("PREDCACHE_BACKEND_BREAKER_RESET_SECONDS", default=10.0)
+# How long a request waits for another process computing the same instance before computing it too.
+PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS = env.float("PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS", default=5.0)
+# After a model or version purge, free the unreachable entries' memory in a background thread.
+PREDCACHE_RECLAIM_AFTER_PURGE = env.bool("PREDCACHE_RECLAIM_AFTER_PURGE", default=True)
 PREDCACHE_MODEL_DIR = Path(env.str("PREDCACHE_MODEL_DIR", default=str(VAR_DIR / "models")))
 PREDCACHE_MAX_BODY_BYTES = env.int("PREDCACHE_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 PREDCACHE_MAX_INSTANCES = env.int("PREDCACHE_MAX_INSTANCES", default=1000)

@@ -8,6 +8,19 @@ from caching.models import CachePolicy, ModelEndpoint
 
 pytestmark = pytest.mark.django_db
 
+# What the admin's policy form posts when left at its defaults.
+POLICY_DEFAULTS = {
+    "policy-0-mode": "cache",
+    "policy-0-ttl_seconds": "3600",
+    "policy-0-ttl_jitter": "0",
+    "policy-0-stale_while_revalidate_seconds": "0",
+    "policy-0-stale_if_error_seconds": "0",
+    "policy-0-ignore_fields": "[]",
+    "policy-0-admit_after": "1",
+    "policy-0-compress_over_bytes": "4096",
+    "policy-0-compression": "zlib",
+}
+
 
 def test_changelist_shows_models(admin_client, http_model):
     response = admin_client.get("/admin/caching/modelendpoint/")
@@ -30,7 +43,7 @@ def test_add_model_with_its_policy(admin_client, backend):
             "policy-INITIAL_FORMS": "0",
             "policy-MIN_NUM_FORMS": "1",
             "policy-MAX_NUM_FORMS": "1",
-            "policy-0-enabled": "on",
+            **POLICY_DEFAULTS,
             "policy-0-ttl_seconds": "45",
         },
     )

@@ -140,7 +140,7 @@ def test_purge_of_the_pinned_version(api, backend, http_model):
 
 
 def test_disabled_cache_passes_through(api, backend, http_model):
-    model_upsert(name="echo", backend="http", target=backend.predict_url, enabled=False)
+    model_upsert(name="echo", backend="http", target=backend.predict_url, mode="bypass")
     for _ in range(2):
         response = api.predict("echo", {"instances": [[1], [1]]})
         assert response["X-Cache"] == "BYPASS"

@@ -174,7 +174,6 @@ def test_a_version_moved_by_another_process_mid_request_does_not_mix_versions(ap
             served.spec.namespace,
             other,
             [],
-            ttl_seconds=60,
             version=version_tag("2", "dm-b"),
             follow_versions=True,
         )

@@ -79,7 +79,7 @@ ERROR_RESPONSES = {
     415: _error("Body is not application/json", "unsupported_media_type"),
     502: _error("The model server failed", "backend_error"),
     503: _error("The model server is unavailable", "backend_unavailable"),
-    504: _error("The model server timed out", "backend_timeout"),
+    504: _error("The model server timed out, or only-if-cached and not cached", "backend_timeout"),
 }
 
 
@@ -90,12 +90,20 @@ def _response_header(name: str, kind: type, description: str, **extra: object) -
 
 
 CACHE_HEADERS = [
+    OpenApiParameter(
+        "Cache-Control",
+        str,
+        OpenApiParameter.HEADER,
+        description="no-cache (recompute and store), no-store (recompute, store nothing), "
+        "max-age=N (only entries younger than N s), only-if-cached (504 unless all are cached)",
+    ),
     _response_header(
         "X-Cache",
         str,
-        "HIT, MISS, PARTIAL or BYPASS for the request as a whole",
-        enum=["HIT", "MISS", "PARTIAL", "BYPASS"],
+        "HIT, MISS, PARTIAL, STALE or BYPASS for the request as a whole",
+        enum=["HIT", "MISS", "PARTIAL", "STALE", "BYPASS"],
     ),
+    _response_header("Age", int, "Seconds since the oldest cached prediction served was computed"),
     _response_header("X-Cache-Hits", int, "Instances answered from the cache"),
     _response_header("X-Cache-Misses", int, "Instances computed by the backend"),
     _response_header("Cache-Status", str, "RFC 9211 cache status"),

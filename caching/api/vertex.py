@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from caching.api import schema
 from caching.api.errors import ApiError
 from caching.api.parsing import predict_payload, read_json_body
-from caching.api.views import JsonOnlyNegotiation, prediction_response, serve
+from caching.api.views import JsonOnlyNegotiation, cache_directives, prediction_response, serve
 from caching.backends.vertex import TARGET_PATTERN
 from caching.selectors import served_vertex_model_get, vertex_endpoint_deployments
 from caching.services import vertex_prediction_serve
@@ -61,8 +61,11 @@ class VertexPredictView(APIView):
     def post(self, request: Request, endpoint: str) -> HttpResponse:
         endpoint = _checked(endpoint)
         instances, parameters = predict_payload(read_json_body(request))
+        directives = cache_directives(request)
         _, result = serve(
-            lambda: vertex_prediction_serve(endpoint=endpoint, instances=instances, parameters=parameters),
+            lambda: vertex_prediction_serve(
+                endpoint=endpoint, instances=instances, parameters=parameters, directives=directives
+            ),
             not_found=lambda: _not_found(endpoint),
         )
         # Protobuf JSON leaves out unset fields rather than sending null.

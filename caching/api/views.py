@@ -19,12 +19,13 @@ from caching.api.errors import ApiError
 from caching.api.parsing import predict_payload, read_json_body
 from caching.backends.base import BackendError
 from caching.core.canonical import InvalidJSON
-from caching.core.readthrough import Prediction
+from caching.core.readthrough import Directives, NotCached, Prediction
 from caching.models import MODEL_NAME_PATTERN
 from caching.selectors import ServedModel
 from caching.services import ModelNotFound, prediction_serve
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+_NO_DIRECTIVES = Directives()
 # RFC 9211 Cache-Status values, by (X-Cache, whether the fresh predictions were stored).
 _CACHE_STATUS = {
     ("HIT", False): "predcache; hit",
@@ -33,6 +34,8 @@ _CACHE_STATUS = {
     ("PARTIAL", True): "predcache; fwd=partial; stored",
     ("PARTIAL", False): "predcache; fwd=partial",
     ("BYPASS", False): "predcache; fwd=bypass",
+    ("STALE", False): "predcache; hit; detail=stale",
+    ("STALE", True): "predcache; hit; detail=stale",
 }
 
 
@@ -76,8 +79,11 @@ class PredictView(APIView):
         if not _MODEL_NAME.fullmatch(model):
             raise _not_found(model)
         instances, parameters = predict_payload(read_json_body(request))
+        directives = cache_directives(request)
         served, result = serve(
-            lambda: prediction_serve(model_name=model, instances=instances, parameters=parameters),
+            lambda: prediction_serve(
+                model_name=model, instances=instances, parameters=parameters, directives=directives
+            ),
             not_found=lambda: _not_found(model),
         )
         body = {
@@ -97,6 +103,8 @@ def serve(
         return call()
     except ModelNotFound:
         raise not_found() from None
+    except NotCached as exc:
+        raise ApiError(504, "not_cached", f"only-if-cached: {exc}") from None
     except InvalidJSON as exc:
         raise ApiError(400, "invalid_json", str(exc)) from None
     except BackendError as exc:
@@ -110,4 +118,24 @@ def prediction_response(body: dict[str, Any], result: Prediction) -> HttpRespons
     response["X-Cache-Hits"] = str(result.hits)
     response["X-Cache-Misses"] = str(result.misses)
     response["Cache-Status"] = _CACHE_STATUS[result.cache_status, result.stored]
+    if result.age is not None:
+        response["Age"] = str(result.age)
     return response
+
+
+def cache_directives(request: Request) -> Directives:
+    """The request's ``Cache-Control`` directives we act on; unknown ones are ignored (RFC 9111)."""
+    header = request.META.get("HTTP_CACHE_CONTROL")
+    if not header:
+        return _NO_DIRECTIVES
+    found: dict[str, str | None] = {}
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        found[name.strip().lower()] = value.strip().strip('"') if value else None
+    max_age = found.get("max-age")
+    return Directives(
+        no_cache="no-cache" in found,
+        no_store="no-store" in found,
+        max_age=int(max_age) if max_age is not None and max_age.isdigit() else None,
+        only_if_cached="only-if-cached" in found,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -77,6 +78,68 @@ def normalize(value: Any, *, max_depth: int, _depth: int = 0) -> Any:
     raise InvalidJSON(f"unsupported JSON value of type {kind.__name__}")
 
 
-def canonical_bytes(value: Any, *, max_depth: int) -> bytes:
-    """Serialize ``value`` canonically: sorted object keys, no whitespace, numbers by value."""
-    return orjson.dumps(normalize(value, max_depth=max_depth), option=orjson.OPT_SORT_KEYS)
+def canonical_bytes(value: Any, *, max_depth: int, rules: KeyRules | None = None) -> bytes:
+    """Serialize ``value`` canonically: sorted object keys, no whitespace, numbers by value.
+
+    ``rules`` (a model's key rules) first round numbers and drop ignored fields, so that
+    instances that differ only there share one key.
+    """
+    normalized = normalize(value, max_depth=max_depth)
+    if rules is not None and rules:
+        normalized = rules.apply(normalized)
+    return orjson.dumps(normalized, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRules:
+    """How a model widens its keys: numbers rounded, some object fields ignored.
+
+    ``ignore_fields`` holds dotted paths (``"meta.request_id"``) into the instance's
+    objects. The model always receives the instance unchanged; only its key is widened.
+    """
+
+    round_decimals: int | None = None
+    round_significant: int | None = None
+    ignore_fields: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        rounding = self.round_decimals is not None or self.round_significant is not None
+        return rounding or bool(self.ignore_fields)
+
+    def describe(self) -> str:
+        """A stable text of the rules, for the model identity (changing a rule starts a fresh cache)."""
+        return f"r{self.round_decimals}s{self.round_significant}i{','.join(sorted(self.ignore_fields))}"
+
+    def apply(self, value: Any) -> Any:
+        for path in self.ignore_fields:
+            value = _without(value, path.split("."))
+        if self.round_decimals is not None or self.round_significant is not None:
+            value = self._rounded(value)
+        return value
+
+    def _rounded(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is float or kind is int:
+            return canonical_number(self._round(value))
+        if kind is list:
+            return [self._rounded(item) for item in value]
+        if kind is dict:
+            return {key: self._rounded(item) for key, item in value.items()}
+        return value
+
+    def _round(self, number: float) -> float:
+        if self.round_decimals is not None:
+            return round(float(number), self.round_decimals)
+        assert self.round_significant is not None
+        return float(f"{number:.{self.round_significant}g}")
+
+
+def _without(value: Any, path: list[str]) -> Any:
+    """``value`` with the field at ``path`` removed from every object along it (lists included)."""
+    if type(value) is list:
+        return [_without(item, path) for item in value]
+    if type(value) is not dict or path[0] not in value:
+        return value
+    if len(path) == 1:
+        return {key: item for key, item in value.items() if key != path[0]}
+    return {**value, path[0]: _without(value[path[0]], path[1:])}

@@ -3,9 +3,11 @@
 Layout (never pickle, so reading a value cannot run code)::
 
     byte 0     format version (1)
-    byte 1     flags (bit 0: payload is zlib-compressed)
+    byte 1     flags (bit 0: payload is zlib-compressed, bit 1: zstd-compressed)
     bytes 2-3  header length, unsigned big-endian
-    header     JSON object with metadata (generation, creation time, model version)
+    header     JSON object with metadata: generation "g", creation time "t", fresh until
+               "x" (absent in values written before it existed: fresh for their whole TTL),
+               model version "v" and deployed model "d"
     payload    JSON of the prediction
 """
 
@@ -20,7 +22,9 @@ import orjson
 
 FORMAT_VERSION = 1
 FLAG_ZLIB = 0x01
+FLAG_ZSTD = 0x02
 _PREAMBLE = struct.Struct(">BBH")
+_MAX_PAYLOAD = 256 * 1024 * 1024  # a decompression bomb stops here
 
 
 class CodecError(ValueError):
@@ -36,24 +40,49 @@ class CachedPrediction:
     created_at: float
     model_version_id: str | None = None
     deployed_model_id: str | None = None
+    fresh_until: float | None = None  # None: fresh for as long as Redis keeps it
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.created_at)
+
+    def is_fresh(self, now: float) -> bool:
+        return self.fresh_until is None or now < self.fresh_until
 
 
-def encode(entry: CachedPrediction, *, compress_over: int | None = None) -> bytes:
-    """Serialize ``entry``; compress the payload when it is longer than ``compress_over`` bytes."""
-    header = orjson.dumps(
-        {
-            "g": entry.generation,
-            "t": entry.created_at,
-            "v": entry.model_version_id,
-            "d": entry.deployed_model_id,
-        }
-    )
+def encode(entry: CachedPrediction, *, compress_over: int | None = None, compression: str = "zlib") -> bytes:
+    """Serialize ``entry``; compress the payload (zlib or zstd) when longer than ``compress_over``."""
+    header: dict[str, Any] = {
+        "g": entry.generation,
+        "t": entry.created_at,
+        "v": entry.model_version_id,
+        "d": entry.deployed_model_id,
+    }
+    if entry.fresh_until is not None:
+        header["x"] = entry.fresh_until
+    header_bytes = orjson.dumps(header)
     payload = orjson.dumps(entry.prediction)
     flags = 0
     if compress_over is not None and len(payload) > compress_over:
-        payload = zlib.compress(payload)
-        flags |= FLAG_ZLIB
-    return _PREAMBLE.pack(FORMAT_VERSION, flags, len(header)) + header + payload
+        if compression == "zstd":
+            payload = _zstd().ZstdCompressor(level=3).compress(payload)
+            flags |= FLAG_ZSTD
+        else:
+            payload = zlib.compress(payload)
+            flags |= FLAG_ZLIB
+    return _PREAMBLE.pack(FORMAT_VERSION, flags, len(header_bytes)) + header_bytes + payload
+
+
+def _zstd_decompress(payload: bytes) -> bytes:
+    try:
+        return bytes(_zstd().ZstdDecompressor().decompress(payload, max_output_size=_MAX_PAYLOAD))
+    except Exception as exc:  # zstandard.ZstdError, without importing zstandard up front
+        raise CodecError(f"corrupt zstd payload: {exc}") from exc
+
+
+def _zstd() -> Any:
+    import zstandard  # deferred: only models that choose zstd load it
+
+    return zstandard
 
 
 def decode(raw: bytes) -> CachedPrediction:
@@ -68,13 +97,39 @@ def decode(raw: bytes) -> CachedPrediction:
         header = orjson.loads(raw[_PREAMBLE.size : header_end])
         payload = raw[header_end:]
         if flags & FLAG_ZLIB:
-            payload = zlib.decompress(payload)
+            payload = zlib.decompressobj().decompress(payload, _MAX_PAYLOAD)
+        elif flags & FLAG_ZSTD:
+            payload = _zstd_decompress(payload)
         return CachedPrediction(
             prediction=orjson.loads(payload),
             generation=header["g"],
             created_at=header["t"],
             model_version_id=header["v"],
             deployed_model_id=header["d"],
+            fresh_until=header.get("x"),
         )
     except (orjson.JSONDecodeError, zlib.error, KeyError, TypeError) as exc:
         raise CodecError(f"corrupt value: {exc}") from exc
+
+
+def decode_header(prefix: bytes) -> dict[str, Any]:
+    """The metadata of a stored value, read from its first bytes only (the payload is not needed).
+
+    Raises :class:`CodecError` for a value that is not ours or corrupt, and also when
+    ``prefix`` stops before the end of the header: read more of the value then.
+    """
+    if len(prefix) < _PREAMBLE.size:
+        raise CodecError("value shorter than its preamble")
+    version, _, header_length = _PREAMBLE.unpack_from(prefix)
+    if version != FORMAT_VERSION:
+        raise CodecError(f"unknown value format version {version}")
+    header_end = _PREAMBLE.size + header_length
+    if len(prefix) < header_end:
+        raise CodecError(f"header cut short: {header_end} bytes needed, {len(prefix)} read")
+    try:
+        header = orjson.loads(prefix[_PREAMBLE.size : header_end])
+    except orjson.JSONDecodeError as exc:
+        raise CodecError(f"corrupt header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise CodecError("the header is not a JSON object")
+    return header

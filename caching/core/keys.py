@@ -65,6 +65,14 @@ class KeySpace:
         """A set of version tags the cache followed before; their answers are not stored."""
         return f"{namespace}:ver:retired"
 
+    def lock(self, namespace: str, digest: str) -> str:
+        """Held (with a random token, expiring) by the one request computing this instance."""
+        return f"{namespace}:l:{digest}"
+
+    def admission(self, namespace: str, digest: str) -> str:
+        """How many times an instance was requested before it is admitted to the cache."""
+        return f"{namespace}:a:{digest}"
+
     def entry(self, namespace: str, digest: str) -> str:
         return f"{namespace}:e:{digest}"
 

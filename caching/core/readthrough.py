@@ -1,23 +1,43 @@
-"""Read-through prediction: one lookup, one backend call for the distinct misses, one write."""
+"""Read-through prediction: one lookup, one backend call for the distinct misses, one write.
+
+Around that core: per-model policies (TTL with jitter, stale-while-revalidate,
+stale-if-error, key rules, admission, entry size limits, compression, a maximum age),
+request directives (``Cache-Control``), single-flight across processes (Redis locks with
+tokens and expiry) and circuit breakers on Redis and on each model.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
-from caching.backends.base import Backend, BackendRejectedInput, BackendResult, checked_result
-from caching.core.canonical import canonical_bytes
+from caching.backends.base import (
+    Backend,
+    BackendError,
+    BackendRejectedInput,
+    BackendResult,
+    BackendUnavailable,
+    checked_result,
+)
+from caching.core.breaker import BreakerRegistry, CircuitBreaker
+from caching.core.canonical import KeyRules, canonical_bytes
 from caching.core.codec import CachedPrediction, CodecError, decode, encode
 from caching.core.keys import instance_digest, request_context, version_tag
 from caching.core.stats import StatsRecorder
-from caching.core.store import ADVANCED, SUPERSEDED, CacheUnavailable, Lookup, PredictionStore
+from caching.core.store import ADVANCED, SUPERSEDED, CacheUnavailable, Fresh, Lookup, PredictionStore
 
 logger = logging.getLogger(__name__)
 
-HIT, MISS, PARTIAL, BYPASS = "HIT", "MISS", "PARTIAL", "BYPASS"
+HIT, MISS, PARTIAL, STALE, BYPASS = "HIT", "MISS", "PARTIAL", "STALE", "BYPASS"
+CACHE, PASS_THROUGH, DISABLED = "cache", "bypass", "disabled"
+_POLL_START, _POLL_MAX = 0.005, 0.05  # single-flight waiters re-read the cache at this pace
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +55,17 @@ class CacheSpec:
     model_identity: str
     model_version: str
     ttl_seconds: int
-    enabled: bool
+    mode: str = CACHE
+    ttl_jitter: float = 0.0
+    stale_while_revalidate: int = 0
+    stale_if_error: int = 0
+    key_rules: KeyRules = field(default_factory=KeyRules)
+    admit_after: int = 1
+    max_entry_bytes: int | None = None
+    compress_over: int | None = 4096
+    compression: str = "zlib"
+    max_age: int | None = None
+    backend_timeout: float = 30.0
 
     @property
     def follows_versions(self) -> bool:
@@ -55,6 +85,23 @@ class CacheSpec:
             deployed_model_id,
             version_tag(model_version_id, deployed_model_id),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Directives:
+    """A request's ``Cache-Control`` directives (RFC 9111 request semantics)."""
+
+    no_cache: bool = False  # recompute, and store the result
+    no_store: bool = False  # recompute, store nothing
+    max_age: int | None = None  # accept only entries younger than this
+    only_if_cached: bool = False  # answer from the cache or not at all
+
+
+_NO_DIRECTIVES = Directives()
+
+
+class NotCached(Exception):
+    """``only-if-cached`` and some instance has no usable entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +126,7 @@ class Prediction:
     deployed_model_id: str | None
     stored: bool = False  # the fresh predictions were written to the cache
     version_change: VersionChange | None = None  # this request's answer moved the cache
+    age: int | None = None  # seconds since the oldest cached prediction served was computed
 
 
 def _tag(entry: CachedPrediction) -> str:
@@ -91,6 +139,28 @@ def _common(values: Sequence[str | None]) -> str | None:
     return first if all(value == first for value in values) else None
 
 
+@dataclass
+class _Request:
+    """One predict request as it moves through the cache."""
+
+    spec: CacheSpec
+    backend: Backend
+    instances: Sequence[Any]
+    parameters: dict[str, Any] | None
+    directives: Directives
+    first_index: dict[str, int]  # distinct digests, in order of first appearance
+    lookup: Lookup | None = None
+    found: dict[str, CachedPrediction] = field(default_factory=dict)
+    stale: dict[str, CachedPrediction] = field(default_factory=dict)  # revalidated in background
+    fallback: dict[str, CachedPrediction] = field(default_factory=dict)  # stale-if-error only
+    computed: list[str] = field(default_factory=list)
+    stored: bool = False
+    version_change: VersionChange | None = None
+
+    def positions(self, digests: Sequence[str]) -> list[int]:
+        return [self.first_index[digest] for digest in digests]
+
+
 class ReadThroughCache:
     """Serves predictions from the store and sends only the distinct misses to the backend."""
 
@@ -101,11 +171,20 @@ class ReadThroughCache:
         max_depth: int,
         stats: StatsRecorder,
         clock: Callable[[], float] = time.time,
+        redis_breaker: CircuitBreaker | None = None,
+        backend_breakers: BreakerRegistry | None = None,
+        single_flight_wait: float = 5.0,
     ) -> None:
         self.store = store
         self.max_depth = max_depth
         self.stats = stats
         self.clock = clock
+        self.redis_breaker = redis_breaker or CircuitBreaker("redis")
+        self.backend_breakers = backend_breakers or BreakerRegistry()
+        self.single_flight_wait = single_flight_wait
+        self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predcache-refresh")
+
+    # --- the request path ----------------------------------------------------------------
 
     def predict(
         self,
@@ -113,74 +192,84 @@ class ReadThroughCache:
         backend: Backend,
         instances: Sequence[Any],
         parameters: dict[str, Any] | None,
+        directives: Directives | None = None,
     ) -> Prediction:
         """Answer ``instances`` in order; raises ``InvalidJSON`` before any I/O for bad input."""
-        context = request_context(
-            model_identity=spec.model_identity,
-            model_version=spec.model_version,
-            canonical_parameters=canonical_bytes(parameters, max_depth=self.max_depth),
-        )
-        digests = [
-            instance_digest(context, canonical_bytes(instance, max_depth=self.max_depth))
-            for instance in instances
-        ]
-        if not spec.enabled:
-            return self._bypass(spec, backend, instances, parameters)
-        first_index: dict[str, int] = {}  # distinct digests, in order of first appearance
+        directives = directives or _NO_DIRECTIVES
+        digests = self.instance_digests(spec, instances, parameters)
+        if spec.mode != CACHE or directives.no_store:
+            if directives.only_if_cached:
+                raise NotCached("the cache is not used for this request")
+            return self._pass_through(spec, backend, instances, parameters)
+        first_index: dict[str, int] = {}
         for index, digest in enumerate(digests):
             first_index.setdefault(digest, index)
+        request = _Request(spec, backend, instances, parameters, directives, first_index)
         distinct = list(first_index)
-        try:
-            lookup = self.store.lookup(spec.namespace, spec.model_version, distinct)
-        except CacheUnavailable as exc:
-            logger.warning("redis unavailable, serving %s from the backend: %s", spec.model_name, exc)
-            return self._bypass(spec, backend, instances, parameters)
 
-        found = self._usable_entries(spec, lookup, distinct)
-        missing = [digest for digest in distinct if digest not in found]
-        stored = False
-        version_change = None
+        request.lookup = self._redis(lambda: self.store.lookup(spec.namespace, spec.model_version, distinct))
+        if request.lookup is None:
+            if directives.only_if_cached:
+                raise NotCached("the cache is unavailable")
+            return self._pass_through(spec, backend, instances, parameters)
+        self._classify(request, distinct)
+        missing = [d for d in distinct if d not in request.found and d not in request.stale]
+        if missing and directives.only_if_cached:
+            raise NotCached(f"{len(missing)} of {len(distinct)} distinct instances are not cached")
         if missing:
-            fresh, stored, version_change = self._compute(
-                spec, backend, lookup, missing, instances, first_index, parameters
-            )
-            found.update(fresh)
-            if stored and spec.follows_versions:
-                # The fresh answers are of the version the cache now follows. Hits of this same
-                # request written by another version (this answer moved the cache, or another
-                # process did since the lookup) are recomputed: one response, one version.
-                current = _tag(fresh[missing[0]])
-                stale = [d for d in distinct if d not in fresh and _tag(found[d]) != current]
-                if stale:
-                    refreshed, _, _ = self._compute(
-                        spec, backend, lookup, stale, instances, first_index, parameters
-                    )
-                    found.update(refreshed)
-                    missing += stale
+            self._fill(request, missing)
+        if request.stale:
+            self._revalidate_later(request)
 
-        missing_set = set(missing)
-        misses = sum(1 for digest in digests if digest in missing_set)
+        computed = set(request.computed)
+        misses = sum(1 for digest in digests if digest in computed)
         hits = len(digests) - misses
         self.stats.record(spec.namespace, requests=1, hits=hits, misses=misses)
-        answers = [found[digest] for digest in digests]
+        answers = [request.found.get(digest) or request.stale[digest] for digest in digests]
+        now = self.clock()
+        served_from_cache = [request.found.get(d) or request.stale[d] for d in distinct if d not in computed]
+        stale_served = any(d in request.stale for d in digests) or any(
+            d in request.fallback and d not in computed for d in digests
+        )
+        status = STALE if stale_served else (HIT if not misses else (MISS if not hits else PARTIAL))
         return Prediction(
             predictions=[entry.prediction for entry in answers],
-            cache_status=HIT if not misses else (MISS if not hits else PARTIAL),
+            cache_status=status,
             hits=hits,
             misses=misses,
             # Entries written at different times may come from different model versions:
             # report a version only when every prediction in the answer shares it.
             model_version_id=_common([entry.model_version_id for entry in answers]),
             deployed_model_id=_common([entry.deployed_model_id for entry in answers]),
-            stored=stored,
-            version_change=version_change,
+            stored=request.stored,
+            version_change=request.version_change,
+            age=int(max(entry.age(now) for entry in served_from_cache)) if served_from_cache else None,
         )
 
-    def _usable_entries(
-        self, spec: CacheSpec, lookup: Lookup, digests: list[str]
-    ) -> dict[str, CachedPrediction]:
-        found: dict[str, CachedPrediction] = {}
-        for digest, raw in zip(digests, lookup.raw_values, strict=True):
+    def instance_digests(
+        self, spec: CacheSpec, instances: Sequence[Any], parameters: dict[str, Any] | None
+    ) -> list[str]:
+        """The digest naming each instance's entry; raises ``InvalidJSON`` for bad input."""
+        context = request_context(
+            model_identity=spec.model_identity,
+            model_version=spec.model_version,
+            canonical_parameters=canonical_bytes(parameters, max_depth=self.max_depth),
+        )
+        return [
+            instance_digest(
+                context, canonical_bytes(instance, max_depth=self.max_depth, rules=spec.key_rules)
+            )
+            for instance in instances
+        ]
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _classify(self, request: _Request, distinct: list[str]) -> None:
+        """Sort the looked-up entries into fresh hits, stale-while-revalidate and fallbacks."""
+        spec, directives, lookup = request.spec, request.directives, request.lookup
+        assert lookup is not None
+        now = self.clock()
+        for digest, raw in zip(distinct, lookup.raw_values, strict=True):
             if raw is None:
                 continue
             try:
@@ -190,31 +279,79 @@ class ReadThroughCache:
                 self.stats.record(spec.namespace, decode_errors=1)
                 continue
             if entry.generation != lookup.generation:
-                continue
+                continue  # purged
             if spec.follows_versions and _tag(entry) != lookup.current_version:
                 continue  # computed by a version the cache no longer follows
             if not spec.pin_admits(entry.model_version_id, entry.deployed_model_id):
-                continue  # written before the pin was set, under the same label
-            found[digest] = entry
-        return found
+                continue
+            age = entry.age(now)
+            if spec.max_age is not None and age > spec.max_age:
+                continue  # the model's invalidation rule: never served past this age
+            if directives.no_cache or (directives.max_age is not None and age > directives.max_age):
+                continue  # the client asked for a newer answer
+            if entry.is_fresh(now):
+                request.found[digest] = entry
+                continue
+            overdue = now - (entry.fresh_until or now)
+            if overdue <= spec.stale_while_revalidate:
+                request.stale[digest] = entry
+            elif overdue <= spec.stale_if_error:
+                request.fallback[digest] = entry
 
-    def _compute(
-        self,
-        spec: CacheSpec,
-        backend: Backend,
-        lookup: Lookup,
-        digests: list[str],
-        instances: Sequence[Any],
-        first_index: dict[str, int],
-        parameters: dict[str, Any] | None,
-    ) -> tuple[dict[str, CachedPrediction], bool, VersionChange | None]:
-        """Call the backend once for ``digests`` and store what may be stored.
+    # --- computing -----------------------------------------------------------------------
 
-        Returns the fresh entries, whether they were stored, and the version change
-        their answer caused, if any.
-        """
-        positions = [first_index[d] for d in digests]
-        result = self._call_backend(spec, backend, [instances[i] for i in positions], parameters, positions)
+    def _fill(self, request: _Request, missing: list[str]) -> None:
+        """Compute the misses once across processes: take their locks, wait for the others'."""
+        spec = request.spec
+        token = secrets.token_hex(8)
+        lock_seconds = spec.backend_timeout + 5
+        owned = self._redis(lambda: self.store.acquire(spec.namespace, missing, token, lock_seconds))
+        if owned is None:  # Redis went away since the lookup: compute everything, store nothing
+            owned = set(missing)
+            token = ""
+        mine = [d for d in missing if d in owned]
+        theirs = [d for d in missing if d not in owned]
+        if mine:
+            self._compute(request, mine, token)
+        if theirs:
+            self.stats.record(spec.namespace, single_flight_waits=len(theirs))
+            leftover = self._wait_for_others(request, theirs)
+            if leftover:
+                self._compute(request, leftover, "")
+        if request.stored and spec.follows_versions and request.computed:
+            # Fresh answers are of the version the cache now follows. Hits of this same
+            # request written by another version (this answer moved the cache, or another
+            # process did since the lookup) are recomputed: one response, one version.
+            current = _tag(request.found[request.computed[0]])
+            stale = [
+                d
+                for d in request.first_index
+                if d not in request.computed and d in request.found and _tag(request.found[d]) != current
+            ]
+            if stale:
+                self._compute(request, stale, "")
+
+    def _compute(self, request: _Request, digests: list[str], token: str) -> None:
+        """One backend call for ``digests``; store what may be stored; release their locks."""
+        spec, lookup = request.spec, request.lookup
+        assert lookup is not None
+        try:
+            result = self._call_backend(
+                spec,
+                request.backend,
+                [request.instances[i] for i in request.positions(digests)],
+                request.parameters,
+                request.positions(digests),
+            )
+        except BackendError as exc:
+            if token:
+                self._redis(lambda: self.store.release(spec.namespace, digests, token))
+            if isinstance(exc, BackendRejectedInput) or any(d not in request.fallback for d in digests):
+                raise
+            logger.warning("%s failed, serving stale predictions: %s", spec.model_name, exc)
+            self.stats.record(spec.namespace, stale_if_error=len(digests))
+            request.found.update({d: request.fallback[d] for d in digests})
+            return
         now = self.clock()
         entries = {
             digest: CachedPrediction(
@@ -223,29 +360,63 @@ class ReadThroughCache:
                 created_at=now,
                 model_version_id=result.model_version_id,
                 deployed_model_id=result.deployed_model_id,
+                fresh_until=now + self._fresh_seconds(spec),
             )
             for digest, prediction in zip(digests, result.predictions, strict=True)
         }
-        if not result.cacheable or not spec.pin_admits(result.model_version_id, result.deployed_model_id):
-            self.stats.record(spec.namespace, not_stored=len(entries))
-            return entries, False, None
+        request.found.update(entries)
+        request.computed += [d for d in digests if d not in request.computed]
+        stored, change = self._store(spec, lookup, entries, result, token)
+        request.stored = request.stored or stored
+        request.version_change = request.version_change or change
+
+    def _store(
+        self,
+        spec: CacheSpec,
+        lookup: Lookup,
+        entries: dict[str, CachedPrediction],
+        result: BackendResult,
+        token: str,
+    ) -> tuple[bool, VersionChange | None]:
+        """Write fresh entries (and release locks) in one round trip; say what happened."""
+        storable = result.cacheable and spec.pin_admits(result.model_version_id, result.deployed_model_id)
+        fresh: list[Fresh] = []
+        if storable:
+            keep = spec.stale_while_revalidate + spec.stale_if_error
+            for digest, entry in entries.items():
+                value = encode(entry, compress_over=spec.compress_over, compression=spec.compression)
+                if spec.max_entry_bytes is not None and len(value) > spec.max_entry_bytes:
+                    self.stats.record(spec.namespace, too_large=1)
+                    continue
+                fresh_for = (entry.fresh_until or entry.created_at) - entry.created_at
+                fresh.append(Fresh(digest, value, max(1, math.ceil(fresh_for + keep))))
+        if len(fresh) < len(entries):
+            self.stats.record(spec.namespace, not_stored=len(entries) - len(fresh))
+        if not fresh and not token:
+            return False, None
         version = version_tag(result.model_version_id, result.deployed_model_id)
-        try:
-            outcome = self.store.save(
+        outcome = self._redis(
+            lambda: self.store.save(
                 spec.namespace,
                 lookup,
-                [(digest, encode(entry)) for digest, entry in entries.items()],
-                ttl_seconds=spec.ttl_seconds,
+                fresh,
                 version=version,
                 follow_versions=spec.follows_versions,
+                admit_after=spec.admit_after,
+                admission_window=max(spec.ttl_seconds, 60),
+                locks=list(entries) if token else (),
+                lock_token=token,
             )
-        except CacheUnavailable as exc:
-            logger.warning("could not store predictions of %s: %s", spec.model_name, exc)
+        )
+        if outcome is None:
+            logger.warning("could not store predictions of %s", spec.model_name)
             self.stats.record(spec.namespace, store_errors=1)
-            return entries, False, None
+            return False, None
         if outcome.status == SUPERSEDED:
-            self.stats.record(spec.namespace, not_stored=len(entries))
-            return entries, False, None
+            self.stats.record(spec.namespace, not_stored=len(fresh))
+            return False, None
+        if outcome.stored < len(fresh):
+            self.stats.record(spec.namespace, not_admitted=len(fresh) - outcome.stored)
         if outcome.status == ADVANCED:
             logger.info(
                 "%s now follows version %r (was %r)", spec.model_name, version, outcome.previous_version
@@ -254,8 +425,100 @@ class ReadThroughCache:
             change = VersionChange(
                 outcome.previous_version, version, result.model_version_id, result.deployed_model_id
             )
-            return entries, True, change
-        return entries, True, None
+            return outcome.stored > 0, change
+        return outcome.stored > 0, None
+
+    def _wait_for_others(self, request: _Request, digests: list[str]) -> list[str]:
+        """Re-read entries other requests are computing; after the wait bound, compute the rest."""
+        spec = request.spec
+        deadline = time.monotonic() + min(self.single_flight_wait, spec.backend_timeout + 1)
+        pause = _POLL_START
+        assert request.lookup is not None
+        # What this request saw (and passed over: purged, stale, too old for its directives).
+        seen = dict(zip(request.first_index, request.lookup.raw_values, strict=True))
+        waiting = list(digests)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, _POLL_MAX)
+            lookup = self._redis(lambda: self.store.lookup(spec.namespace, spec.model_version, waiting))
+            if lookup is None:
+                break
+            for digest, raw in zip(list(waiting), lookup.raw_values, strict=True):
+                entry = self._decoded(spec, raw) if raw != seen.get(digest) else None
+                if (
+                    entry is not None
+                    and entry.generation == lookup.generation
+                    and entry.is_fresh(self.clock())
+                    and (not spec.follows_versions or _tag(entry) == lookup.current_version)
+                ):
+                    request.found[digest] = entry
+                    waiting.remove(digest)
+            held = self._redis(lambda: self.store.locked(spec.namespace, waiting))
+            if held is not None and not held:
+                break  # the others finished without storing (failed, not admitted): compute now
+        if waiting:
+            self.stats.record(spec.namespace, single_flight_timeouts=len(waiting))
+        return waiting
+
+    def _revalidate_later(self, request: _Request) -> None:
+        """Refresh stale entries in the background, once across processes (their locks)."""
+        spec = request.spec
+        token = secrets.token_hex(8)
+        digests = list(request.stale)
+        owned = self._redis(
+            lambda: self.store.acquire(spec.namespace, digests, token, spec.backend_timeout + 5)
+        )
+        mine = [d for d in digests if owned and d in owned]
+        if not mine:
+            return
+        refresh = _Request(
+            spec,
+            request.backend,
+            request.instances,
+            request.parameters,
+            Directives(),
+            request.first_index,
+            lookup=request.lookup,
+            fallback=dict(request.stale),  # if the refresh fails, keep what is there
+        )
+        self.stats.record(spec.namespace, revalidations=len(mine))
+
+        def run() -> None:
+            try:
+                self._compute(refresh, mine, token)
+            except Exception:  # a background refresh must never take the process down
+                logger.exception("background refresh of %s failed", spec.model_name)
+                self._redis(lambda: self.store.release(spec.namespace, mine, token))
+
+        self._refresher.submit(run)
+
+    # --- the edges: Redis, the backend, pass-through ------------------------------------------
+
+    def _redis(self, call: Callable[[], Any]) -> Any:
+        """Run a store call behind the Redis breaker; None when Redis is skipped or failing."""
+        if not self.redis_breaker.allow():
+            return None
+        try:
+            value = call()
+        except CacheUnavailable as exc:
+            self.redis_breaker.failure()
+            logger.warning("redis unavailable: %s", exc)
+            return None
+        self.redis_breaker.success()
+        return value
+
+    def _decoded(self, spec: CacheSpec, raw: bytes | None) -> CachedPrediction | None:
+        if raw is None:
+            return None
+        try:
+            return decode(raw)
+        except CodecError:
+            self.stats.record(spec.namespace, decode_errors=1)
+            return None
+
+    def _fresh_seconds(self, spec: CacheSpec) -> float:
+        """The TTL, shortened at random by up to ``ttl_jitter`` of it."""
+        return float(spec.ttl_seconds * (1 - spec.ttl_jitter * random.random()))
 
     def _call_backend(
         self,
@@ -265,17 +528,29 @@ class ReadThroughCache:
         parameters: dict[str, Any] | None,
         positions: Sequence[int],
     ) -> BackendResult:
-        """One backend call; ``positions[i]`` is where ``instances[i]`` sits in the client's request."""
+        """One backend call behind the model's breaker; ``positions`` number instances as the client did."""
+        breaker = self.backend_breakers.get(spec.namespace)
+        if not breaker.allow():
+            self.stats.record(spec.namespace, breaker_rejections=1)
+            raise BackendUnavailable(
+                f"{spec.model_name} is failing; calls resume in {breaker.retry_after():.1f}s (circuit open)"
+            )
         self.stats.record(spec.namespace, backend_calls=1, backend_instances=len(instances))
         try:
-            return checked_result(backend.predict(instances, parameters), len(instances))
+            result = checked_result(backend.predict(instances, parameters), len(instances))
         except BackendRejectedInput as exc:
+            breaker.success()  # the model answered; the client's input was at fault
             if exc.instance is None or not 0 <= exc.instance < len(positions):
                 raise
             # Number the instance as the client did, not as the backend saw it (misses only).
             raise BackendRejectedInput(f"instance {positions[exc.instance]}: {exc}") from exc
+        except BackendError:
+            breaker.failure()
+            raise
+        breaker.success()
+        return result
 
-    def _bypass(
+    def _pass_through(
         self,
         spec: CacheSpec,
         backend: Backend,
@@ -283,7 +558,8 @@ class ReadThroughCache:
         parameters: dict[str, Any] | None,
     ) -> Prediction:
         result = self._call_backend(spec, backend, instances, parameters, range(len(instances)))
-        self.stats.record(spec.namespace, requests=1, bypassed=len(instances))
+        if spec.mode != DISABLED:
+            self.stats.record(spec.namespace, requests=1, bypassed=len(instances))
         return Prediction(
             predictions=result.predictions,
             cache_status=BYPASS,

@@ -21,7 +21,14 @@ STAT_FIELDS = (
     "decode_errors",
     "store_errors",
     "not_stored",
+    "not_admitted",
+    "too_large",
     "version_changes",
+    "stale_if_error",
+    "revalidations",
+    "single_flight_waits",
+    "single_flight_timeouts",
+    "breaker_rejections",
 )
 
 

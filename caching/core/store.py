@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from caching.core.codec import CodecError, decode_header
 from caching.core.keys import KeySpace
 
 # Every error redis-py raises: refused or dropped connections, timeouts, and error replies
 # (out of memory, read-only replica after a failover, missing ACL permission, not Redis at
 # all). The request path fails open on all of them.
 REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.RedisError,)
+
+# Reclaim reads this many bytes of each value: the header of practically every entry
+# (generation, time, two version ids) fits, so payloads, however large, never cross the wire.
+HEADER_READ_BYTES = 512
 
 
 class CacheUnavailable(Exception):
@@ -62,31 +67,69 @@ STORED, ADVANCED, SUPERSEDED = "stored", "advanced", "superseded"
 class SaveOutcome:
     status: str  # STORED, ADVANCED (stored, and the cache now follows this version) or SUPERSEDED
     previous_version: str  # the version followed before the save
+    stored: int = 0  # entries written (admission may hold some back)
 
 
 # One atomic round trip per save. When following versions, an answer from the version the
 # cache follows is stored; one from a version never seen before makes the cache follow it
 # (the old version is retired and its entries stop being served); one from a retired
 # version is returned to its client but not stored, so a slow answer from the old model
-# cannot win back the cache. A model's keys share a hash tag, so this works on a cluster.
-#   KEYS: version, retired, generation keys to create, entry keys
-#   ARGV: version tag, follow ("1"/"0"), ttl, number of generation keys, their tokens, values
+# cannot win back the cache. With admission (admit > 1) an entry is stored only once its
+# instance has missed that many times within the window. The single-flight locks this
+# request holds are released last. A model's keys share a hash tag, so this works on a
+# cluster.
+#   KEYS: version, retired, generation keys to create, (entry, admission) per entry, locks
+#   ARGV: tag, follow, #generations, #entries, admit, admission window, lock token,
+#         generation tokens, (value, ttl) per entry
 _SAVE_SCRIPT = """
-local tag, follow, ttl, ngen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local tag, follow = ARGV[1], ARGV[2]
+local ngen, nent, admit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local window, token = ARGV[6], ARGV[7]
+local function release()
+  for i = 3 + ngen + 2 * nent, #KEYS do
+    if redis.call('GET', KEYS[i]) == token then redis.call('DEL', KEYS[i]) end
+  end
+end
 local current = redis.call('GET', KEYS[1]) or ''
 local status = 'stored'
 if follow == '1' and current ~= tag then
   if tag == '' or redis.call('SISMEMBER', KEYS[2], tag) == 1 then
-    return {'superseded', current}
+    release()
+    return {'superseded', current, 0}
   end
   if current ~= '' then redis.call('SADD', KEYS[2], current) end
   redis.call('SET', KEYS[1], tag)
   status = 'advanced'
 end
-for i = 3, 2 + ngen do redis.call('SET', KEYS[i], ARGV[i + 2], 'NX') end
-for i = 3 + ngen, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ttl) end
-return {status, current}
+for i = 1, ngen do redis.call('SET', KEYS[2 + i], ARGV[7 + i], 'NX') end
+local stored = 0
+for i = 1, nent do
+  local entry, admission = KEYS[1 + ngen + 2 * i], KEYS[2 + ngen + 2 * i]
+  local value, ttl = ARGV[6 + ngen + 2 * i], ARGV[7 + ngen + 2 * i]
+  local admitted = true
+  if admit > 1 then
+    local seen = redis.call('INCR', admission)
+    if seen == 1 then redis.call('EXPIRE', admission, window) end
+    admitted = seen >= admit
+    if admitted then redis.call('DEL', admission) end
+  end
+  if admitted then
+    redis.call('SET', entry, value, 'EX', ttl)
+    stored = stored + 1
+  end
+end
+release()
+return {status, current, stored}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """One encoded prediction to store, with its lifetime in Redis."""
+
+    digest: str
+    value: bytes
+    ttl_seconds: int
 
 
 class PredictionStore:
@@ -134,36 +177,77 @@ class PredictionStore:
         self,
         namespace: str,
         lookup: Lookup,
-        entries: Sequence[tuple[str, bytes]],
+        entries: Sequence[Fresh],
         *,
-        ttl_seconds: int,
         version: str = "",
         follow_versions: bool = False,
+        admit_after: int = 1,
+        admission_window: int = 3600,
+        locks: Sequence[str] = (),
+        lock_token: str = "",
     ) -> SaveOutcome:
-        """Write ``(digest, value)`` pairs with a TTL in one atomic round trip.
+        """Write entries in one atomic round trip, and release this request's locks.
 
         With ``follow_versions``, ``version`` (the tag of the model that computed the
         values) decides whether they are stored and which version the cache follows.
+        ``locks`` are digests whose single-flight lock holds ``lock_token``.
         """
         keys = [
             self.keyspace.followed_version(namespace),
             self.keyspace.retired_versions(namespace),
             *(key for key, _ in lookup.new_generation_keys),
-            *(self.keyspace.entry(namespace, digest) for digest, _ in entries),
         ]
         args: list[str | bytes | int] = [
             version,
             "1" if follow_versions else "0",
-            ttl_seconds,
             len(lookup.new_generation_keys),
+            len(entries),
+            admit_after,
+            admission_window,
+            lock_token,
             *(token for _, token in lookup.new_generation_keys),
-            *(value for _, value in entries),
         ]
+        for entry in entries:
+            keys += [
+                self.keyspace.entry(namespace, entry.digest),
+                self.keyspace.admission(namespace, entry.digest),
+            ]
+            args += [entry.value, entry.ttl_seconds]
+        keys += [self.keyspace.lock(namespace, digest) for digest in locks]
         try:
-            status, previous = cast(list[bytes], self._save_script(keys=keys, args=args))
+            status, previous, stored = cast(list[Any], self._save_script(keys=keys, args=args))
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
-        return SaveOutcome(status.decode(), previous.decode())
+        return SaveOutcome(status.decode(), previous.decode(), int(stored))
+
+    def acquire(self, namespace: str, digests: Sequence[str], token: str, ttl_seconds: float) -> set[str]:
+        """Take the single-flight lock of each digest that nobody holds; one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for digest in digests:
+            pipe.set(
+                self.keyspace.lock(namespace, digest), token, nx=True, px=max(1, int(ttl_seconds * 1000))
+            )
+        try:
+            results = pipe.execute()
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        return {digest for digest, taken in zip(digests, results, strict=True) if taken}
+
+    def locked(self, namespace: str, digests: Sequence[str]) -> set[str]:
+        """The digests whose single-flight lock someone holds; one round trip."""
+        if not digests:
+            return set()
+        try:
+            values = self.client.mget([self.keyspace.lock(namespace, digest) for digest in digests])
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        return {digest for digest, value in zip(digests, values, strict=True) if value is not None}
+
+    def release(self, namespace: str, digests: Sequence[str], token: str) -> None:
+        """Give up locks this request holds (its computation failed), so waiters stop waiting."""
+        if digests:
+            empty = Lookup("", (), [])
+            self.save(namespace, empty, [], locks=digests, lock_token=token)
 
     def purge(self, namespace: str, model_version: str | None = None, *, keep_versions: bool = False) -> None:
         """Make every entry of the model (or of one of its versions) unreachable at once.
@@ -204,7 +288,82 @@ class PredictionStore:
             raise CacheUnavailable(str(exc)) from exc
         return (current or b"").decode(), sorted(member.decode() for member in retired)
 
+    def delete_entries(self, namespace: str, digests: Sequence[str]) -> int:
+        """Delete the entries of ``digests`` in one round trip (UNLINK); returns how many existed."""
+        keys = [self.keyspace.entry(namespace, digest) for digest in dict.fromkeys(digests)]
+        if not keys:
+            return 0
+        try:
+            return self.client.unlink(*keys)
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    def reclaim(self, namespace: str, is_live: Callable[[dict[str, Any]], bool], batch: int = 500) -> int:
+        """Free the memory of entries ``is_live`` rejects; returns how many were deleted.
+
+        Purges only swap a generation, so purged entries stay until their TTL. This walks
+        the namespace's entries with SCAN (never KEYS: Redis keeps serving between
+        batches), reads only each value's header (GETRANGE, one pipeline per batch) and
+        UNLINKs the dead ones. A value whose header cannot be decoded is left to its TTL:
+        it is never served, and it may be a newer format this process does not know.
+        Raises CacheUnavailable.
+        """
+        pattern = self.keyspace.entry(_glob_escaped(namespace), "*")
+        freed = 0
+        cursor = 0
+        try:
+            while True:
+                cursor, keys = self.client.scan(cursor, match=pattern, count=batch)
+                if keys:
+                    headers = self._entry_headers(keys)
+                    dead = [
+                        key
+                        for key, header in zip(keys, headers, strict=True)
+                        if header is not None and not is_live(header)
+                    ]
+                    if dead:
+                        freed += self.client.unlink(*dead)
+                if cursor == 0:
+                    return freed
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    def _entry_headers(self, keys: Sequence[bytes | str]) -> list[dict[str, Any] | None]:
+        """The decoded header of each key's value (None: gone or undecodable), two round trips at most."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.getrange(key, 0, HEADER_READ_BYTES - 1)
+        prefixes = cast(list[bytes], pipe.execute())
+        headers = [_header_or_none(prefix) for prefix in prefixes]
+        # Headers longer than the bytes read (very long version names) are rare: read those whole.
+        cut = [
+            index
+            for index, prefix in enumerate(prefixes)
+            if headers[index] is None and len(prefix) == HEADER_READ_BYTES
+        ]
+        if cut:
+            pipe = self.client.pipeline(transaction=False)
+            for index in cut:
+                pipe.get(keys[index])
+            for index, value in zip(cut, cast(list[bytes | None], pipe.execute()), strict=True):
+                headers[index] = _header_or_none(value or b"")
+        return headers
+
 
 def new_generation_token() -> str:
     """A random generation token; random (not a counter) so a lost key cannot repeat an old one."""
     return secrets.token_hex(8)
+
+
+def _header_or_none(prefix: bytes) -> dict[str, Any] | None:
+    if not prefix:  # expired or deleted since the SCAN
+        return None
+    try:
+        return decode_header(prefix)
+    except CodecError:
+        return None
+
+
+def _glob_escaped(text: str) -> str:
+    """``text`` matched literally by a SCAN MATCH pattern (the key prefix is operator-chosen)."""
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

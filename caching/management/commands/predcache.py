@@ -1,4 +1,4 @@
-"""``manage.py predcache``: the operator CLI (models, keys, purge, warm, stats)."""
+"""``manage.py predcache``: the operator CLI (models, keys, purge, reclaim, warm, stats)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from caching.backends import BACKEND_KINDS
 from caching.backends.base import BackendError
 from caching.core.canonical import InvalidJSON, parse_json
 from caching.core.store import CacheUnavailable
-from caching.models import ModelEndpoint
+from caching.models import CacheMode, ModelEndpoint
 from caching.services import (
+    CLEAR,
     PurgeRefused,
     api_key_create,
     model_cache_purge,
+    model_cache_reclaim,
+    model_instances_purge,
     model_stats,
     model_upsert,
     prediction_serve,
@@ -42,7 +45,36 @@ class Command(BaseCommand):
         upsert.add_argument("--backend", required=True, choices=BACKEND_KINDS)
         upsert.add_argument("--target", required=True)
         upsert.add_argument("--api-endpoint")
-        upsert.add_argument("--ttl", type=int, help="seconds a prediction is served from the cache")
+        upsert.add_argument("--ttl", type=int, help="seconds a prediction is served as fresh")
+        upsert.add_argument(
+            "--jitter", type=float, help="fraction of the TTL entries expire early by, at random"
+        )
+        upsert.add_argument(
+            "--stale-while-revalidate",
+            type=int,
+            metavar="SECONDS",
+            help="serve expired entries while refreshing",
+        )
+        upsert.add_argument(
+            "--stale-if-error", type=int, metavar="SECONDS", help="serve expired entries when the model fails"
+        )
+        upsert.add_argument("--mode", choices=[mode.value for mode in CacheMode])
+        upsert.add_argument(
+            "--round",
+            type=_rounding,
+            metavar="N|Nsig|off",
+            help="key numbers rounded to N decimals (or N significant digits)",
+        )
+        upsert.add_argument(
+            "--ignore-field",
+            action="append",
+            metavar="FIELD",
+            help="object field left out of the key (repeatable; dotted names reach nested fields)",
+        )
+        upsert.add_argument(
+            "--admit-after", type=int, metavar="K", help="store after K requests of an instance"
+        )
+        upsert.add_argument("--max-entry-bytes", type=int, help="larger predictions are not stored")
         upsert.add_argument("--timeout", type=float, help="seconds one backend call may take")
         upsert.add_argument("--model-version", help="version text that is part of every cache key")
         upsert.add_argument(
@@ -50,9 +82,12 @@ class Command(BaseCommand):
             type=_json_object,
             help='backend options as a JSON object, e.g. \'{"method": "predict_proba"}\'',
         )
-        switch = upsert.add_mutually_exclusive_group()
-        switch.add_argument("--cache", dest="enabled", action="store_true", default=None)
-        switch.add_argument("--no-cache", dest="enabled", action="store_false")
+        upsert.add_argument(
+            "--cache", dest="mode", action="store_const", const="cache", help="= --mode cache"
+        )
+        upsert.add_argument(
+            "--no-cache", dest="mode", action="store_const", const="bypass", help="= --mode bypass"
+        )
         models.add_parser("list", help="list registered models")
 
         keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
@@ -63,7 +98,20 @@ class Command(BaseCommand):
 
         purge = commands.add_parser("purge", help="make a model's cached predictions unreachable")
         purge.add_argument("name")
-        purge.add_argument("--version", help="purge only this model version")
+        what = purge.add_mutually_exclusive_group()
+        what.add_argument("--version", help="purge only this model version")
+        what.add_argument(
+            "--instances", type=Path, metavar="FILE", help="purge only these: JSON Lines, one instance a line"
+        )
+        purge.add_argument("--parameters", help="with --instances: the JSON object they were asked with")
+        purge.add_argument(
+            "--no-reclaim",
+            action="store_true",
+            help="return at once; purged entries then free their memory at their TTL (or `reclaim`)",
+        )
+
+        reclaim = commands.add_parser("reclaim", help="free the memory of purged entries now")
+        reclaim.add_argument("name", nargs="?")
 
         warm = commands.add_parser("warm", help="compute and store predictions for known instances")
         warm.add_argument("name")
@@ -79,7 +127,8 @@ class Command(BaseCommand):
         handler = {
             "models": lambda: self._models(options),
             "keys": lambda: self._keys_create(options["label"]),
-            "purge": lambda: self._purge(options["name"], options["version"]),
+            "purge": lambda: self._purge(options),
+            "reclaim": lambda: self._reclaim(options["name"]),
             "warm": lambda: self._warm(options["name"], options["file"], options["parameters"]),
             "stats": lambda: self._stats(options["name"], options["json"]),
         }[command]
@@ -92,10 +141,10 @@ class Command(BaseCommand):
         if options["models_command"] == "list":
             for model in ModelEndpoint.objects.select_related("policy"):
                 policy = getattr(model, "policy", None)
-                cache = "off" if policy is not None and not policy.enabled else "on"
+                mode = policy.mode if policy is not None else "cache"
                 ttl = policy.ttl_seconds if policy is not None else "-"
                 self.stdout.write(
-                    f"{model.name}\t{model.backend}\t{model.target}\tttl={ttl}\tcache={cache}"
+                    f"{model.name}\t{model.backend}\t{model.target}\tttl={ttl}\tmode={mode}"
                     f"\tversion={model.model_version or '-'}"
                 )
             return
@@ -109,7 +158,14 @@ class Command(BaseCommand):
                 model_version=options["model_version"],
                 options=options["options"],
                 ttl_seconds=options["ttl"],
-                enabled=options["enabled"],
+                ttl_jitter=options["jitter"],
+                stale_while_revalidate_seconds=options["stale_while_revalidate"],
+                stale_if_error_seconds=options["stale_if_error"],
+                mode=options["mode"],
+                ignore_fields=options["ignore_field"],
+                admit_after=options["admit_after"],
+                max_entry_bytes=options["max_entry_bytes"],
+                **(options["round"] or {}),
             )
         except ValidationError as exc:
             raise CommandError(_validation_message(exc)) from exc
@@ -120,11 +176,39 @@ class Command(BaseCommand):
         self.stderr.write(f"created API key {label!r}; store it now, it is not shown again:")
         self.stdout.write(key)
 
-    def _purge(self, name: str, version: str | None) -> None:
+    def _purge(self, options: dict[str, Any]) -> None:
+        model = _model_named(options["name"])
+        path = options["instances"]
+        if path is None:
+            if options["parameters"] is not None:
+                raise CommandError("--parameters goes with --instances")
+            try:
+                outcome = model_cache_purge(
+                    model=model, model_version=options["version"], requested_by="cli", reclaim=False
+                )
+            except PurgeRefused as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(outcome.message)
+            if outcome.record is not None and not options["no_reclaim"]:
+                self._reclaim(model.name)
+            return
+        instances = list(_read_instances(path))
+        if not instances:
+            raise CommandError(f"{path}: no instances")
+        parameters = _parse_parameters(options["parameters"])
         try:
-            self.stdout.write(model_cache_purge(model=_model_named(name), model_version=version))
-        except PurgeRefused as exc:
-            raise CommandError(str(exc)) from exc
+            outcome = model_instances_purge(
+                model=model, instances=instances, parameters=parameters, requested_by="cli"
+            )
+        except InvalidJSON as exc:
+            raise CommandError(f"{path}: {exc}") from exc
+        self.stdout.write(outcome.message)
+
+    def _reclaim(self, name: str | None) -> None:
+        models = [_model_named(name)] if name else list(ModelEndpoint.objects.all())
+        for model in models:
+            freed = model_cache_reclaim(model=model)
+            self.stdout.write(f"freed {freed} unreachable cached prediction(s) of {model.name}")
 
     def _warm(self, name: str, path: Path, parameters_json: str | None) -> None:
         _model_named(name)
@@ -166,6 +250,18 @@ def _model_named(name: str) -> ModelEndpoint:
     if model is None:
         raise CommandError(f"no model is registered as {name!r}")
     return model
+
+
+def _rounding(text: str) -> dict[str, Any]:
+    """argparse type of ``--round``: ``3`` (decimals), ``3sig`` (significant digits) or ``off``."""
+    if text == "off":
+        return {"round_decimals": CLEAR, "round_significant": CLEAR}
+    digits, significant = (text[:-3], True) if text.endswith("sig") else (text, False)
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError("use N (decimal places), Nsig (significant digits) or off")
+    if significant:
+        return {"round_decimals": CLEAR, "round_significant": int(digits)}
+    return {"round_decimals": int(digits), "round_significant": CLEAR}
 
 
 def _json_object(text: str) -> dict[str, Any]:

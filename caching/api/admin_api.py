@@ -1,0 +1,207 @@
+"""The staff management API under ``/v1/admin/``: purges, for admin API keys and staff logins.
+
+Every API key may predict; only keys named ``admin:<label>`` (``predcache keys create
+admin:ci-deploy``, or the admin's API key page) may manage. A logged-in staff user of the
+Django admin may too, through its session (with Django's CSRF check).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_api_key.models import APIKey
+
+from caching.api import schema
+from caching.api.authentication import ApiKeyAuthentication
+from caching.api.errors import ApiError
+from caching.api.parsing import read_json_body, too_large
+from caching.api.views import JsonOnlyNegotiation
+from caching.core.canonical import InvalidJSON
+from caching.core.store import CacheUnavailable
+from caching.models import MODEL_NAME_PATTERN, ModelEndpoint, PurgeRecord, PurgeScope
+from caching.services import (
+    ModelNotFound,
+    PurgeRefused,
+    model_cache_purge,
+    model_instances_purge,
+)
+
+ADMIN_KEY_PREFIX = "admin:"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+PURGE_FIELDS = frozenset({"version", "instances", "parameters"})
+
+
+def api_key_may_administer(api_key: APIKey) -> bool:
+    """Whether ``api_key`` may call the management API (its name says so when it is created)."""
+    return bool(api_key.name.startswith(ADMIN_KEY_PREFIX))
+
+
+class IsAdminKeyOrStaff(BasePermission):
+    """An admin API key, or an active staff user logged in to the Django admin."""
+
+    message = f"this API key may not manage predcache: use a key named '{ADMIN_KEY_PREFIX}...'"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.auth, APIKey):
+            return api_key_may_administer(request.auth)
+        user = request.user
+        return bool(user is not None and user.is_active and user.is_staff)
+
+
+def requester(request: Request) -> str:
+    """Who asked, as purge records name them: ``api:<key name>`` or the staff username."""
+    if isinstance(request.auth, APIKey):
+        return f"api:{request.auth.name}"
+    return str(request.user.get_username())
+
+
+def purge_request(document: Any) -> tuple[str | None, list[Any] | None, dict[str, Any] | None]:
+    """``(version, instances, parameters)`` of a purge body: ``{}``, ``{"version"}`` or ``{"instances"}``."""
+    if not isinstance(document, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object ({} purges the whole model)")
+    unknown = sorted(set(document) - PURGE_FIELDS)
+    if unknown:
+        raise ApiError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)[:200]}")
+    version, instances, parameters = (document.get(field) for field in ("version", "instances", "parameters"))
+    if "version" in document:
+        if "instances" in document or "parameters" in document:
+            raise ApiError(400, "invalid_request", "purge a 'version' or 'instances', not both")
+        if not isinstance(version, str) or len(version) > PurgeRecord._meta.get_field("version").max_length:
+            raise ApiError(400, "invalid_request", "'version' must be a string of at most 300 characters")
+        return version, None, None
+    if "instances" not in document:
+        if "parameters" in document:
+            raise ApiError(400, "invalid_request", "'parameters' goes with 'instances'")
+        return None, None, None
+    if not isinstance(instances, list) or not instances:
+        raise ApiError(400, "invalid_request", "'instances' must be a non-empty list")
+    if len(instances) > settings.PREDCACHE_MAX_INSTANCES:
+        raise too_large(f"{len(instances)} instances sent, the limit is {settings.PREDCACHE_MAX_INSTANCES}")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ApiError(400, "invalid_request", "'parameters' must be an object")
+    return None, instances, parameters
+
+
+class PurgeRequestSerializer(serializers.Serializer):
+    version = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Purge only this version (deployedModelId, modelVersionId or both as D/V).",
+    )
+    instances = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        min_length=1,
+        help_text="Purge only these instances (their entries are deleted now).",
+    )
+    parameters = serializers.DictField(
+        required=False, help_text="With 'instances': the parameters they were asked with."
+    )
+
+
+class PurgeResponseSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    scope = serializers.ChoiceField(choices=PurgeScope.choices)
+    version = serializers.CharField(allow_null=True, help_text="The version purged (scope 'version').")
+    instances = serializers.IntegerField(help_text="Instances named (scope 'instances').")
+    entries_removed = serializers.IntegerField(
+        allow_null=True, help_text="Entries that existed and were deleted (scope 'instances')."
+    )
+    purge_id = serializers.IntegerField(help_text="The purge record, in the admin's purge history.")
+
+
+def _error(status: int, code: str, description: str) -> dict[int, OpenApiResponse]:
+    example = OpenApiExample(code, value={"error": {"code": code, "message": description}})
+    return {status: OpenApiResponse(schema.ERROR_SERIALIZER, description=description, examples=[example])}
+
+
+_PURGE_ERRORS = {
+    **{status: schema.ERROR_RESPONSES[status] for status in (400, 401, 404, 405, 411, 413, 415)},
+    **_error(403, "permission_denied", "The API key may predict but not manage"),
+    **_error(409, "version_not_served", "No entry of that version is served (retired, or never seen)"),
+    **_error(503, "cache_unavailable", "Redis is unavailable; nothing was purged"),
+}
+
+
+def _not_found(model: str) -> ApiError:
+    return ApiError(404, "model_not_found", f"no model is registered as {model[:128]!r}")
+
+
+class PurgeView(APIView):
+    """``POST /v1/admin/models/{model}:purge`` — purge a model, one version, or some instances."""
+
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes = [IsAdminKeyOrStaff]
+    parser_classes: list[Any] = []  # the body is parsed strictly (orjson) in read_json_body
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnlyNegotiation
+
+    @extend_schema(
+        operation_id="admin_purge",
+        summary="Purge cached predictions of a model, one of its versions, or some instances",
+        description=(
+            '`{}` purges the whole model and `{"version": V}` one version, at once; the memory of '
+            'their entries is freed in the background. `{"instances": [...], "parameters": {...}}` '
+            "deletes exactly the entries of those instances. Needs an admin API key (named "
+            f"`{ADMIN_KEY_PREFIX}...`) or a staff session."
+        ),
+        parameters=[
+            OpenApiParameter("model", str, OpenApiParameter.PATH, description="Registered model name")
+        ],
+        request=PurgeRequestSerializer,
+        responses={
+            200: OpenApiResponse(PurgeResponseSerializer, description="The purge done"),
+            **_PURGE_ERRORS,
+        },
+        tags=["admin"],
+    )
+    def post(self, request: Request, model: str) -> Response:
+        if not _MODEL_NAME.fullmatch(model):
+            raise _not_found(model)
+        version, instances, parameters = purge_request(read_json_body(request))
+        endpoint = ModelEndpoint.objects.filter(name=model).first()
+        if endpoint is None:
+            raise _not_found(model)
+        try:
+            if instances is None:
+                outcome = model_cache_purge(
+                    model=endpoint, model_version=version, requested_by=requester(request)
+                )
+            else:
+                outcome = model_instances_purge(
+                    model=endpoint,
+                    instances=instances,
+                    parameters=parameters,
+                    requested_by=requester(request),
+                )
+        except ModelNotFound:
+            raise _not_found(model) from None
+        except PurgeRefused as exc:
+            raise ApiError(409, "version_not_served", str(exc)) from None
+        except InvalidJSON as exc:
+            raise ApiError(400, "invalid_json", str(exc)) from None
+        except CacheUnavailable:
+            raise ApiError(503, "cache_unavailable", "Redis is unavailable; nothing was purged") from None
+        record = outcome.record
+        if record is None:  # a retired version: its entries are already never served
+            raise ApiError(409, "version_not_served", outcome.message)
+        return Response(
+            {
+                "model": endpoint.name,
+                "scope": record.scope,
+                "version": record.version if record.scope == PurgeScope.VERSION else None,
+                "instances": record.instances,
+                "entries_removed": record.entries_removed,
+                "purge_id": record.pk,
+            }
+        )

@@ -1,0 +1,126 @@
+"""A small thread-safe circuit breaker, so an outage of Redis or a model costs no per-request timeout."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half-open"
+
+
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive failures; after ``reset_seconds`` lets one probe through.
+
+    Callers ask ``allow()`` before the guarded call and report its outcome with ``success()`` or
+    ``failure()``. While half-open only the single probe is let through; if it never reports (its
+    caller crashed), another probe is allowed ``reset_seconds`` after it started.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 3,
+        reset_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if reset_seconds <= 0:
+            raise ValueError("reset_seconds must be positive")
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.reset_seconds = reset_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = CLOSED
+        self._failures = 0
+        # When the breaker opened, or when the current half-open probe was let through.
+        self._since = 0.0
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"`` (entered when ``allow()`` grants a probe)."""
+        with self._lock:
+            return self._state
+
+    def allow(self) -> bool:
+        """Whether the caller may make the guarded call now: always when closed, else one probe per period."""
+        with self._lock:
+            if self._state == CLOSED:
+                return True
+            now = self._clock()
+            if now - self._since < self.reset_seconds:
+                return False
+            # Open long enough, or the previous probe was lost: this caller is the probe.
+            self._state = HALF_OPEN
+            self._since = now
+            return True
+
+    def success(self) -> None:
+        """Record a successful call: close the breaker and reset the failure count."""
+        with self._lock:
+            if self._state != CLOSED:
+                logger.info("circuit breaker %s closed", self.name)
+            self._state = CLOSED
+            self._failures = 0
+
+    def failure(self) -> None:
+        """Record a failed call: open at the threshold, or re-open for a full period if it was the probe."""
+        with self._lock:
+            self._failures += 1
+            # A late failure while already open must not push the probe further out.
+            if self._state == OPEN or (self._state == CLOSED and self._failures < self.failure_threshold):
+                return
+            self._state = OPEN
+            self._since = self._clock()
+            logger.warning(
+                "circuit breaker %s opened after %d consecutive failures; next probe in %.1f s",
+                self.name,
+                self._failures,
+                self.reset_seconds,
+            )
+
+    def retry_after(self) -> float:
+        """Seconds until a probe will be let through (0 when closed or when one is due now)."""
+        with self._lock:
+            if self._state == CLOSED:
+                return 0.0
+            return max(0.0, self._since + self.reset_seconds - self._clock())
+
+
+class BreakerRegistry:
+    """Thread-safe name -> ``CircuitBreaker`` map, creating each breaker on first use with shared settings."""
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 3,
+        reset_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.reset_seconds = reset_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def get(self, name: str) -> CircuitBreaker:
+        """The breaker for ``name``, the same object on every call."""
+        with self._lock:
+            breaker = self._breakers.get(name)
+            if breaker is None:
+                breaker = CircuitBreaker(
+                    name,
+                    failure_threshold=self.failure_threshold,
+                    reset_seconds=self.reset_seconds,
+                    clock=self._clock,
+                )
+                self._breakers[name] = breaker
+            return breaker
