@@ -97,6 +97,9 @@ def _build() -> Runtime:
         pid=os.getpid(),
         stop_flusher=threading.Event(),
     )
+    from caching.services import background_version_change_record  # services import this module
+
+    runtime.cache.version_listener = background_version_change_record
     atexit.register(_flush_at_exit, runtime)
     interval = settings.PREDCACHE_STATS_FLUSH_SECONDS
     if interval > 0:

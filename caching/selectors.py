@@ -96,6 +96,7 @@ def served_model_build(*, model: ModelEndpoint) -> ServedModel:
         compression=policy.compression,
         max_age=policy.max_age_seconds,
         backend_timeout=model.timeout_seconds,
+        model_id=model.pk,
     )
     return ServedModel(
         name=model.name, model_id=model.pk, spec=spec, backend=backend, config_error=config_error

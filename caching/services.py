@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, close_old_connections, connections, transaction
 from django.utils import timezone
 from rest_framework_api_key.models import APIKey
 
 from caching.backends.base import BackendMisconfigured
 from caching.core.keys import version_tag
-from caching.core.readthrough import Directives, Prediction
+from caching.core.readthrough import CacheSpec, Directives, Prediction, VersionChange
 from caching.core.stats import read_stats
 from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord, PurgeScope
 from caching.runtime import get_runtime
@@ -76,7 +76,9 @@ def served_prediction(
         raise BackendMisconfigured(f"model {served.name!r} is misconfigured: {served.config_error}")
     prediction = get_runtime().cache.predict(served.spec, served.backend, instances, parameters, directives)
     if prediction.version_change is not None:
-        model_version_change_record(served=served, prediction=prediction)
+        model_version_change_record(
+            model_id=served.model_id, model_name=served.name, change=prediction.version_change
+        )
     return prediction
 
 
@@ -125,17 +127,15 @@ def model_upsert(
     return model, created
 
 
-def model_version_change_record(*, served: ServedModel, prediction: Prediction) -> None:
+def model_version_change_record(*, model_id: int, model_name: str, change: VersionChange) -> None:
     """Keep the history of the versions a model's cache followed (shown in the admin and stats)."""
-    change = prediction.version_change
-    assert change is not None
 
     def clipped(field: str, value: str | None) -> str:  # versions are backend-supplied text
         return (value or "")[: ModelVersionChange._meta.get_field(field).max_length]
 
     try:
         ModelVersionChange.objects.create(
-            model_id=served.model_id,
+            model_id=model_id,
             previous_version=clipped("previous_version", change.previous),
             version=clipped("version", change.current),
             model_version_id=clipped("model_version_id", change.model_version_id),
@@ -144,7 +144,15 @@ def model_version_change_record(*, served: ServedModel, prediction: Prediction) 
     except DatabaseError:
         # The cache has moved already and the client's answer is right: losing one history
         # row must not turn it into an error.
-        logger.exception("could not record the version change of %s", served.name)
+        logger.exception("could not record the version change of %s", model_name)
+
+
+def background_version_change_record(spec: CacheSpec, change: VersionChange) -> None:
+    """The read-through cache's listener for version changes found by background refreshes."""
+    try:
+        model_version_change_record(model_id=spec.model_id, model_name=spec.model_name, change=change)
+    finally:
+        close_old_connections()  # this runs on a refresh thread, outside any request
 
 
 class PurgeRefused(ValueError):

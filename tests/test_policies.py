@@ -293,3 +293,101 @@ def test_unknown_or_malformed_directives_are_ignored(api, backend, http_model):
     api.predict("echo", {"instances": [[1]]})
     response = api.predict("echo", {"instances": [[1]]}, **{"Cache-Control": "max-age=abc, foo, =, private"})
     assert (response.status_code, response["X-Cache"]) == (200, "HIT")
+
+
+# --- review fixes: client-sent edge values, exact integers, lock hygiene ---------------------
+
+
+@pytest.mark.parametrize("value", ["max-age=\u00b2", "max-age=" + "9" * 5000, "max-age=-1", "max-age=1e3"])
+def test_odd_max_age_values_never_fail(api, backend, http_model, value):
+    api.predict("echo", {"instances": [[1]]})
+    response = api.predict(
+        "echo", {"instances": [[1]]}, **{"Cache-Control": value.encode("latin-1").decode("latin-1")}
+    )
+    assert response.status_code == 200
+
+
+def test_rounding_never_merges_different_large_integers(api, backend, http_model):
+    upsert(backend, round_decimals=2)
+    api.predict("echo", {"instances": [{"id": 2**60 + 1}]})
+    other = api.predict("echo", {"instances": [{"id": 2**60 + 3}]})
+    assert other["X-Cache"] == "MISS"
+    assert echo(other) == [{"id": 2**60 + 3}]
+
+
+def test_a_model_raising_an_unexpected_error_is_a_502_and_frees_its_locks(api, db, settings, tmp_path):
+    import joblib
+
+    from tests.support.broken_model import ExplodingModel
+
+    joblib.dump(ExplodingModel(), tmp_path / "broken.joblib")
+    settings.PREDCACHE_MODEL_DIR = tmp_path
+    model, _ = model_upsert(name="broken", backend="local", target="broken.joblib")
+
+    response = api.predict("broken", {"instances": [[1, 2]]})
+
+    assert response.status_code == 502
+    assert "TypeError" in response.json()["error"]["message"]
+    runtime = get_runtime()
+    namespace = runtime.keyspace.namespace(model.pk)
+    assert list(runtime.client.scan_iter(match=f"{namespace}:l:*")) == []
+
+
+def _in_flight(backend, call):
+    """Run ``call`` on a thread while the model server holds predict calls; returns (thread, answers)."""
+    import threading
+
+    answers = []
+    thread = threading.Thread(target=lambda: answers.append(call()))
+    thread.start()
+    return thread, answers
+
+
+def test_an_instance_purge_during_a_miss_keeps_that_answer_out_of_the_cache(
+    api, backend, http_model, tmp_path
+):
+    from django.core.management import call_command
+
+    from caching.selectors import served_model_get
+
+    instances_file = tmp_path / "purge.jsonl"
+    instances_file.write_text("[1]\n")
+    served = served_model_get(name="echo")
+    cache = get_runtime().cache
+    backend.control(hold=True)
+    thread, answers = _in_flight(backend, lambda: cache.predict(served.spec, served.backend, [[1]], None))
+    try:
+        wait_until(lambda: len(backend.calls()) == 1, timeout=10, what="the miss to reach the model")
+        call_command("predcache", "purge", "echo", "--instances", str(instances_file), "--no-reclaim")
+    finally:
+        backend.release()
+        thread.join(timeout=10)
+    assert answers[0].cache_status == "MISS"
+    backend.control()
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+
+
+def test_a_waiter_gets_an_answer_that_was_not_yet_admitted_without_calling_the_model(
+    api, backend, http_model
+):
+    from caching.selectors import served_model_get
+
+    upsert(backend, admit_after=5)
+    served = served_model_get(name="echo")
+    cache = get_runtime().cache
+    backend.control(hold=True)
+    owner, first = _in_flight(backend, lambda: cache.predict(served.spec, served.backend, [[4]], None))
+    try:
+        wait_until(lambda: len(backend.calls()) == 1, timeout=10, what="the first miss to reach the model")
+        waiter, second = _in_flight(backend, lambda: cache.predict(served.spec, served.backend, [[4]], None))
+        wait_until(
+            lambda: get_runtime().stats.pending(served.spec.namespace).get("single_flight_waits", 0) >= 1,
+            timeout=10,
+            what="the second request to wait",
+        )
+    finally:
+        backend.release()
+        owner.join(timeout=10)
+    waiter.join(timeout=10)
+    assert len(backend.calls()) == 1
+    assert first[0].predictions == second[0].predictions == [{"echo": [4], "parameters": None}]

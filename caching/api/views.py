@@ -26,6 +26,7 @@ from caching.services import ModelNotFound, prediction_serve
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _NO_DIRECTIVES = Directives()
+_DIGITS = re.compile(r"[0-9]+")
 # RFC 9211 Cache-Status values, by (X-Cache, whether the fresh predictions were stored).
 _CACHE_STATUS = {
     ("HIT", False): "predcache; hit",
@@ -136,6 +137,13 @@ def cache_directives(request: Request) -> Directives:
     return Directives(
         no_cache="no-cache" in found,
         no_store="no-store" in found,
-        max_age=int(max_age) if max_age is not None and max_age.isdigit() else None,
+        max_age=_delta_seconds(max_age),
         only_if_cached="only-if-cached" in found,
     )
+
+
+def _delta_seconds(value: str | None) -> int | None:
+    """RFC 9111 delta-seconds: ASCII digits, capped at 2**31; anything else is ignored."""
+    if value is None or not _DIGITS.fullmatch(value):
+        return None
+    return min(int(value[:12]), 2**31) if len(value) <= 12 else 2**31

@@ -119,13 +119,22 @@ class KeyRules:
 
     def _rounded(self, value: Any) -> Any:
         kind = type(value)
-        if kind is float or kind is int:
+        if kind is int:
+            return self._round_integer(value)
+        if kind is float:
             return canonical_number(self._round(value))
         if kind is list:
             return [self._rounded(item) for item in value]
         if kind is dict:
             return {key: self._rounded(item) for key, item in value.items()}
         return value
+
+    def _round_integer(self, number: int) -> int | float:
+        """Integers are rounded exactly: two different 64-bit ids never meet in one float."""
+        if self.round_significant is None:
+            return number  # rounding to decimal places leaves an integer as it is
+        excess = len(str(abs(number))) - self.round_significant
+        return canonical_number(round(number, -excess)) if excess > 0 else number
 
     def _round(self, number: float) -> float:
         if self.round_decimals is not None:

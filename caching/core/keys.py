@@ -73,6 +73,10 @@ class KeySpace:
         """How many times an instance was requested before it is admitted to the cache."""
         return f"{namespace}:a:{digest}"
 
+    def handoff(self, namespace: str, digest: str) -> str:
+        """A computed prediction that was not stored (not yet admitted), kept briefly for waiters."""
+        return f"{namespace}:h:{digest}"
+
     def entry(self, namespace: str, digest: str) -> str:
         return f"{namespace}:e:{digest}"
 

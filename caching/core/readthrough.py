@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ class CacheSpec:
     compression: str = "zlib"
     max_age: int | None = None
     backend_timeout: float = 30.0
+    model_id: int = 0  # the database row, for what is recorded about the model
 
     @property
     def follows_versions(self) -> bool:
@@ -154,7 +156,9 @@ class _Request:
     stale: dict[str, CachedPrediction] = field(default_factory=dict)  # revalidated in background
     fallback: dict[str, CachedPrediction] = field(default_factory=dict)  # stale-if-error only
     computed: list[str] = field(default_factory=list)
+    background: bool = False  # a stale-while-revalidate refresh, not a client's request
     stored: bool = False
+    answer_is_current: bool = False  # a computed answer came from the version the cache follows
     version_change: VersionChange | None = None
 
     def positions(self, digests: Sequence[str]) -> list[int]:
@@ -183,6 +187,9 @@ class ReadThroughCache:
         self.backend_breakers = backend_breakers or BreakerRegistry()
         self.single_flight_wait = single_flight_wait
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predcache-refresh")
+        self._refresh_slots = threading.BoundedSemaphore(16)  # refreshes running or queued
+        # Told of version changes found by background refreshes (clients' are in Prediction).
+        self.version_listener: Callable[[CacheSpec, VersionChange], None] | None = None
 
     # --- the request path ----------------------------------------------------------------
 
@@ -318,18 +325,20 @@ class ReadThroughCache:
             leftover = self._wait_for_others(request, theirs)
             if leftover:
                 self._compute(request, leftover, "")
-        if request.stored and spec.follows_versions and request.computed:
-            # Fresh answers are of the version the cache now follows. Hits of this same
-            # request written by another version (this answer moved the cache, or another
-            # process did since the lookup) are recomputed: one response, one version.
+        if request.answer_is_current and spec.follows_versions and request.computed:
+            # Fresh answers are of the version the cache now follows. Cached predictions in
+            # this same request written by another version (this answer moved the cache, or
+            # another process did since the lookup) are recomputed: one response, one version.
             current = _tag(request.found[request.computed[0]])
-            stale = [
+            other = [
                 d
                 for d in request.first_index
-                if d not in request.computed and d in request.found and _tag(request.found[d]) != current
+                if d not in request.computed and _tag(request.found.get(d) or request.stale[d]) != current
             ]
-            if stale:
-                self._compute(request, stale, "")
+            if other:
+                for digest in other:
+                    request.stale.pop(digest, None)
+                self._compute(request, other, "")
 
     def _compute(self, request: _Request, digests: list[str], token: str) -> None:
         """One backend call for ``digests``; store what may be stored; release their locks."""
@@ -343,10 +352,12 @@ class ReadThroughCache:
                 request.parameters,
                 request.positions(digests),
             )
-        except BackendError as exc:
-            if token:
+        except BaseException as exc:
+            if token:  # waiters must not sit out their bound for an answer that will not come
                 self._redis(lambda: self.store.release(spec.namespace, digests, token))
-            if isinstance(exc, BackendRejectedInput) or any(d not in request.fallback for d in digests):
+            if not isinstance(exc, BackendError) or isinstance(exc, BackendRejectedInput):
+                raise
+            if any(d not in request.fallback for d in digests):
                 raise
             logger.warning("%s failed, serving stale predictions: %s", spec.model_name, exc)
             self.stats.record(spec.namespace, stale_if_error=len(digests))
@@ -366,9 +377,12 @@ class ReadThroughCache:
         }
         request.found.update(entries)
         request.computed += [d for d in digests if d not in request.computed]
-        stored, change = self._store(spec, lookup, entries, result, token)
+        stored, change, current = self._store(spec, lookup, entries, result, token)
         request.stored = request.stored or stored
+        request.answer_is_current = request.answer_is_current or current
         request.version_change = request.version_change or change
+        if change is not None and self.version_listener is not None and request.background:
+            self.version_listener(spec, change)
 
     def _store(
         self,
@@ -377,8 +391,12 @@ class ReadThroughCache:
         entries: dict[str, CachedPrediction],
         result: BackendResult,
         token: str,
-    ) -> tuple[bool, VersionChange | None]:
-        """Write fresh entries (and release locks) in one round trip; say what happened."""
+    ) -> tuple[bool, VersionChange | None, bool]:
+        """Write fresh entries (and release locks) in one round trip.
+
+        Returns whether any was stored, the version change the answer caused, and whether
+        the answer came from the version the cache follows.
+        """
         storable = result.cacheable and spec.pin_admits(result.model_version_id, result.deployed_model_id)
         fresh: list[Fresh] = []
         if storable:
@@ -392,8 +410,10 @@ class ReadThroughCache:
                 fresh.append(Fresh(digest, value, max(1, math.ceil(fresh_for + keep))))
         if len(fresh) < len(entries):
             self.stats.record(spec.namespace, not_stored=len(entries) - len(fresh))
-        if not fresh and not token:
-            return False, None
+        if not storable or (not fresh and not token):
+            if token:
+                self._redis(lambda: self.store.release(spec.namespace, list(entries), token))
+            return False, None, False
         version = version_tag(result.model_version_id, result.deployed_model_id)
         outcome = self._redis(
             lambda: self.store.save(
@@ -404,17 +424,19 @@ class ReadThroughCache:
                 follow_versions=spec.follows_versions,
                 admit_after=spec.admit_after,
                 admission_window=max(spec.ttl_seconds, 60),
-                locks=list(entries) if token else (),
                 lock_token=token,
+                # Entries held back (too large) still hold locks: release those too.
+                locks=[d for d in entries if d not in {f.digest for f in fresh}] if token else (),
+                handoff_seconds=self.single_flight_wait + 1,
             )
         )
         if outcome is None:
             logger.warning("could not store predictions of %s", spec.model_name)
             self.stats.record(spec.namespace, store_errors=1)
-            return False, None
+            return False, None, False
         if outcome.status == SUPERSEDED:
             self.stats.record(spec.namespace, not_stored=len(fresh))
-            return False, None
+            return False, None, False
         if outcome.stored < len(fresh):
             self.stats.record(spec.namespace, not_admitted=len(fresh) - outcome.stored)
         if outcome.status == ADVANCED:
@@ -425,8 +447,8 @@ class ReadThroughCache:
             change = VersionChange(
                 outcome.previous_version, version, result.model_version_id, result.deployed_model_id
             )
-            return outcome.stored > 0, change
-        return outcome.stored > 0, None
+            return outcome.stored > 0, change, True
+        return outcome.stored > 0, None, True
 
     def _wait_for_others(self, request: _Request, digests: list[str]) -> list[str]:
         """Re-read entries other requests are computing; after the wait bound, compute the rest."""
@@ -440,22 +462,27 @@ class ReadThroughCache:
         while waiting and time.monotonic() < deadline:
             time.sleep(pause)
             pause = min(pause * 2, _POLL_MAX)
+            # Locks first, entries second: a lock is released in the same atomic write that
+            # stores its entries, so a released lock means the entry (if any) is readable now.
+            state = self._redis(lambda: self.store.waiting_state(spec.namespace, waiting))
             lookup = self._redis(lambda: self.store.lookup(spec.namespace, spec.model_version, waiting))
-            if lookup is None:
+            if state is None or lookup is None:
                 break
+            held, handed = state
             for digest, raw in zip(list(waiting), lookup.raw_values, strict=True):
-                entry = self._decoded(spec, raw) if raw != seen.get(digest) else None
-                if (
-                    entry is not None
-                    and entry.generation == lookup.generation
-                    and entry.is_fresh(self.clock())
-                    and (not spec.follows_versions or _tag(entry) == lookup.current_version)
-                ):
-                    request.found[digest] = entry
-                    waiting.remove(digest)
-            held = self._redis(lambda: self.store.locked(spec.namespace, waiting))
-            if held is not None and not held:
-                break  # the others finished without storing (failed, not admitted): compute now
+                for candidate in (raw, handed.get(digest)):
+                    entry = self._decoded(spec, candidate) if candidate != seen.get(digest) else None
+                    if (
+                        entry is not None
+                        and entry.generation == lookup.generation
+                        and entry.is_fresh(self.clock())
+                        and (not spec.follows_versions or _tag(entry) == lookup.current_version)
+                    ):
+                        request.found[digest] = entry
+                        waiting.remove(digest)
+                        break
+            if not held.intersection(waiting):
+                break  # the others finished without an answer for these (they failed): compute now
         if waiting:
             self.stats.record(spec.namespace, single_flight_timeouts=len(waiting))
         return waiting
@@ -480,15 +507,22 @@ class ReadThroughCache:
             request.first_index,
             lookup=request.lookup,
             fallback=dict(request.stale),  # if the refresh fails, keep what is there
+            background=True,
         )
         self.stats.record(spec.namespace, revalidations=len(mine))
+
+        if not self._refresh_slots.acquire(blocking=False):
+            # Refreshes are backed up (the model is slow): let the stale entries be, for now.
+            self._redis(lambda: self.store.release(spec.namespace, mine, token))
+            return
 
         def run() -> None:
             try:
                 self._compute(refresh, mine, token)
             except Exception:  # a background refresh must never take the process down
                 logger.exception("background refresh of %s failed", spec.model_name)
-                self._redis(lambda: self.store.release(spec.namespace, mine, token))
+            finally:
+                self._refresh_slots.release()
 
         self._refresher.submit(run)
 
@@ -539,7 +573,7 @@ class ReadThroughCache:
         try:
             result = checked_result(backend.predict(instances, parameters), len(instances))
         except BackendRejectedInput as exc:
-            breaker.success()  # the model answered; the client's input was at fault
+            # Says nothing about the model's health (often it never saw the request).
             if exc.instance is None or not 0 <= exc.instance < len(positions):
                 raise
             # Number the instance as the client did, not as the backend saw it (misses only).
@@ -547,6 +581,10 @@ class ReadThroughCache:
         except BackendError:
             breaker.failure()
             raise
+        except Exception as exc:  # a model's own code failing is the model's error, not a 500
+            breaker.failure()
+            logger.exception("%s raised", spec.model_name)
+            raise BackendError(f"{spec.model_name} failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
         breaker.success()
         return result
 

@@ -43,6 +43,11 @@ class StatsRecorder:
         with self._lock:
             self._pending[namespace].update(counts)
 
+    def pending(self, namespace: str) -> dict[str, int]:
+        """Counts recorded in this process and not yet flushed to Redis."""
+        with self._lock:
+            return dict(self._pending.get(namespace, {}))
+
     def flush(self, client: redis.Redis, keyspace: KeySpace) -> bool:
         """Add pending counts to Redis; on failure keep them for the next flush."""
         with self._lock:

@@ -74,20 +74,30 @@ class SaveOutcome:
 # cache follows is stored; one from a version never seen before makes the cache follow it
 # (the old version is retired and its entries stop being served); one from a retired
 # version is returned to its client but not stored, so a slow answer from the old model
-# cannot win back the cache. With admission (admit > 1) an entry is stored only once its
-# instance has missed that many times within the window. The single-flight locks this
-# request holds are released last. A model's keys share a hash tag, so this works on a
-# cluster.
-#   KEYS: version, retired, generation keys to create, (entry, admission) per entry, locks
+# cannot win back the cache. A request that took single-flight locks stores an entry only
+# while it still holds that entry's lock: an instance purge deletes the locks, so an answer
+# computed before the purge is not stored after it. With admission (admit > 1) an entry is
+# stored only once its instance has missed that many times within the window; until then
+# it is handed off (kept briefly) for requests waiting on this computation. The locks are
+# released last. A model's keys share a hash tag, so this works on a cluster.
+#   KEYS: version, retired, generation keys to create,
+#         (entry, admission, lock, handoff) per entry, further locks to release
 #   ARGV: tag, follow, #generations, #entries, admit, admission window, lock token,
-#         generation tokens, (value, ttl) per entry
+#         handoff ms, generation tokens, (value, ttl) per entry
 _SAVE_SCRIPT = """
 local tag, follow = ARGV[1], ARGV[2]
 local ngen, nent, admit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local window, token = ARGV[6], ARGV[7]
+local window, token, handoff_ms = ARGV[6], ARGV[7], ARGV[8]
+local function owned(key)
+  return token ~= '' and redis.call('GET', key) == token
+end
 local function release()
-  for i = 3 + ngen + 2 * nent, #KEYS do
-    if redis.call('GET', KEYS[i]) == token then redis.call('DEL', KEYS[i]) end
+  for i = 1, nent do
+    local lock = KEYS[2 + ngen + 4 * (i - 1) + 3]
+    if owned(lock) then redis.call('DEL', lock) end
+  end
+  for i = 3 + ngen + 4 * nent, #KEYS do
+    if owned(KEYS[i]) then redis.call('DEL', KEYS[i]) end
   end
 end
 local current = redis.call('GET', KEYS[1]) or ''
@@ -101,21 +111,26 @@ if follow == '1' and current ~= tag then
   redis.call('SET', KEYS[1], tag)
   status = 'advanced'
 end
-for i = 1, ngen do redis.call('SET', KEYS[2 + i], ARGV[7 + i], 'NX') end
+for i = 1, ngen do redis.call('SET', KEYS[2 + i], ARGV[8 + i], 'NX') end
 local stored = 0
 for i = 1, nent do
-  local entry, admission = KEYS[1 + ngen + 2 * i], KEYS[2 + ngen + 2 * i]
-  local value, ttl = ARGV[6 + ngen + 2 * i], ARGV[7 + ngen + 2 * i]
-  local admitted = true
-  if admit > 1 then
-    local seen = redis.call('INCR', admission)
-    if seen == 1 then redis.call('EXPIRE', admission, window) end
-    admitted = seen >= admit
-    if admitted then redis.call('DEL', admission) end
-  end
-  if admitted then
-    redis.call('SET', entry, value, 'EX', ttl)
-    stored = stored + 1
+  local base = 2 + ngen + 4 * (i - 1)
+  local entry, admission, lock, handoff = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
+  local value, ttl = ARGV[8 + ngen + 2 * i - 1], ARGV[8 + ngen + 2 * i]
+  if token == '' or owned(lock) then
+    local admitted = true
+    if admit > 1 then
+      local seen = redis.call('INCR', admission)
+      if seen == 1 then redis.call('EXPIRE', admission, window) end
+      admitted = seen >= admit
+      if admitted then redis.call('DEL', admission) end
+    end
+    if admitted then
+      redis.call('SET', entry, value, 'EX', ttl)
+      stored = stored + 1
+    else
+      redis.call('SET', handoff, value, 'PX', handoff_ms)
+    end
   end
 end
 release()
@@ -185,12 +200,15 @@ class PredictionStore:
         admission_window: int = 3600,
         locks: Sequence[str] = (),
         lock_token: str = "",
+        handoff_seconds: float = 10.0,
     ) -> SaveOutcome:
         """Write entries in one atomic round trip, and release this request's locks.
 
         With ``follow_versions``, ``version`` (the tag of the model that computed the
         values) decides whether they are stored and which version the cache follows.
-        ``locks`` are digests whose single-flight lock holds ``lock_token``.
+        With a ``lock_token``, an entry is stored only while its single-flight lock still
+        holds that token, and the locks are released; ``locks`` names further digests
+        whose locks to release.
         """
         keys = [
             self.keyspace.followed_version(namespace),
@@ -205,12 +223,15 @@ class PredictionStore:
             admit_after,
             admission_window,
             lock_token,
+            max(1, int(handoff_seconds * 1000)),
             *(token for _, token in lookup.new_generation_keys),
         ]
         for entry in entries:
             keys += [
                 self.keyspace.entry(namespace, entry.digest),
                 self.keyspace.admission(namespace, entry.digest),
+                self.keyspace.lock(namespace, entry.digest),
+                self.keyspace.handoff(namespace, entry.digest),
             ]
             args += [entry.value, entry.ttl_seconds]
         keys += [self.keyspace.lock(namespace, digest) for digest in locks]
@@ -233,15 +254,22 @@ class PredictionStore:
             raise CacheUnavailable(str(exc)) from exc
         return {digest for digest, taken in zip(digests, results, strict=True) if taken}
 
-    def locked(self, namespace: str, digests: Sequence[str]) -> set[str]:
-        """The digests whose single-flight lock someone holds; one round trip."""
+    def waiting_state(self, namespace: str, digests: Sequence[str]) -> tuple[set[str], dict[str, bytes]]:
+        """For requests waiting on others: which locks are still held, and the values handed
+        off by computations that did not store them (not yet admitted). One round trip."""
         if not digests:
-            return set()
+            return set(), {}
+        keys = [self.keyspace.lock(namespace, d) for d in digests]
+        keys += [self.keyspace.handoff(namespace, d) for d in digests]
         try:
-            values = self.client.mget([self.keyspace.lock(namespace, digest) for digest in digests])
+            values = cast(list[bytes | None], self.client.mget(keys))
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
-        return {digest for digest, value in zip(digests, values, strict=True) if value is not None}
+        held = {d for d, value in zip(digests, values[: len(digests)], strict=True) if value is not None}
+        handed = {
+            d: value for d, value in zip(digests, values[len(digests) :], strict=True) if value is not None
+        }
+        return held, handed
 
     def release(self, namespace: str, digests: Sequence[str], token: str) -> None:
         """Give up locks this request holds (its computation failed), so waiters stop waiting."""
@@ -289,12 +317,19 @@ class PredictionStore:
         return (current or b"").decode(), sorted(member.decode() for member in retired)
 
     def delete_entries(self, namespace: str, digests: Sequence[str]) -> int:
-        """Delete the entries of ``digests`` in one round trip (UNLINK); returns how many existed."""
-        keys = [self.keyspace.entry(namespace, digest) for digest in dict.fromkeys(digests)]
-        if not keys:
+        """Delete the entries of ``digests`` and their single-flight locks, in one round trip.
+
+        Deleting the locks keeps a computation that started before the purge from storing
+        its (possibly outdated) answer afterwards. Returns how many entries existed.
+        """
+        unique = list(dict.fromkeys(digests))
+        if not unique:
             return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.unlink(*(self.keyspace.entry(namespace, digest) for digest in unique))
+        pipe.unlink(*(self.keyspace.lock(namespace, digest) for digest in unique))
         try:
-            return self.client.unlink(*keys)
+            return int(pipe.execute()[0])
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
 
