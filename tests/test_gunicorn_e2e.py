@@ -16,6 +16,10 @@ from django.db import connection
 from tests.conftest import SESSION_PREFIX
 from tests.support.processes import REPO, free_port, wait_until
 
+# Asks pytest-django for the test database even when this module runs alone; the server
+# process reads what the module fixture commits there.
+pytestmark = pytest.mark.django_db
+
 
 def _database_url() -> str:
     settings = connection.settings_dict

@@ -111,9 +111,16 @@ if follow == '1' and current ~= tag then
   redis.call('SET', KEYS[1], tag)
   status = 'advanced'
 end
-for i = 1, ngen do redis.call('SET', KEYS[2 + i], ARGV[8 + i], 'NX') end
+-- Publish the generation tokens this request made up for missing keys. If another request
+-- published its own first, this request's entries carry a generation nobody will read:
+-- store nothing rather than write entries that can never be served.
+local generation_ok = true
+for i = 1, ngen do
+  redis.call('SET', KEYS[2 + i], ARGV[8 + i], 'NX')
+  if redis.call('GET', KEYS[2 + i]) ~= ARGV[8 + i] then generation_ok = false end
+end
 local stored = 0
-for i = 1, nent do
+for i = 1, (generation_ok and nent or 0) do
   local base = 2 + ngen + 4 * (i - 1)
   local entry, admission, lock, handoff = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
   local value, ttl = ARGV[8 + ngen + 2 * i - 1], ARGV[8 + ngen + 2 * i]
