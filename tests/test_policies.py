@@ -391,3 +391,44 @@ def test_a_waiter_gets_an_answer_that_was_not_yet_admitted_without_calling_the_m
     waiter.join(timeout=10)
     assert len(backend.calls()) == 1
     assert first[0].predictions == second[0].predictions == [{"echo": [4], "parameters": None}]
+
+
+# --- the model's circuit breaker ----------------------------------------------------------------
+
+
+def test_a_failing_model_trips_its_breaker_and_calls_stop(api, backend, http_model, settings):
+    settings.PREDCACHE_BACKEND_BREAKER_FAILURES = 2
+    settings.PREDCACHE_BACKEND_BREAKER_RESET_SECONDS = 60
+    backend.control(status=503, message="model down")
+    for instance in ([1], [2]):
+        assert api.predict("echo", {"instances": [instance]}).status_code == 503
+
+    tripped = api.predict("echo", {"instances": [[3]]})
+
+    assert tripped.status_code == 503
+    assert "circuit open" in tripped.json()["error"]["message"]
+    assert len(backend.calls()) == 2  # the third request never reached the model
+
+
+def test_while_the_breaker_is_open_stale_entries_are_served(api, backend, http_model, settings):
+    settings.PREDCACHE_BACKEND_BREAKER_FAILURES = 1
+    settings.PREDCACHE_BACKEND_BREAKER_RESET_SECONDS = 60
+    model = upsert(backend, ttl_seconds=60, stale_if_error_seconds=3600)
+    api.predict("echo", {"instances": [[1]]})
+    age_entries(model, 120)
+    backend.control(status=503)
+    assert api.predict("echo", {"instances": [[2]]}).status_code == 503  # opens the breaker
+    calls = len(backend.calls())
+
+    response = api.predict("echo", {"instances": [[1]]})
+
+    assert (response.status_code, response["X-Cache"]) == (200, "STALE")
+    assert len(backend.calls()) == calls
+
+
+def test_rejected_instances_do_not_trip_the_breaker(api, backend, http_model, settings):
+    settings.PREDCACHE_BACKEND_BREAKER_FAILURES = 2
+    backend.control(status=400, message="bad instance")
+    for instance in ([1], [2], [3]):
+        assert api.predict("echo", {"instances": [instance]}).status_code == 400
+    assert len(backend.calls()) == 3
