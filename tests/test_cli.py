@@ -144,3 +144,38 @@ def test_upsert_sets_backend_options(local_model, iris_model_file):
         with pytest.raises(CommandError):
             call_command(*args, "--options", bad)
     assert ModelEndpoint.objects.get(name="iris").options == {"method": "predict_proba"}
+
+
+def test_upsert_sets_every_policy_flag(db, capsys):
+    base = ("predcache", "models", "upsert", "p", "--backend", "http", "--target", "http://127.0.0.1:9/p")
+    call_command(
+        *base,
+        "--ttl", "120", "--jitter", "0.2", "--stale-while-revalidate", "30", "--stale-if-error", "600",
+        "--mode", "bypass", "--round", "3sig", "--ignore-field", "request_id", "--ignore-field", "meta.trace",
+        "--admit-after", "2", "--max-entry-bytes", "5000",
+    )  # fmt: skip
+    policy = CachePolicy.objects.get(model__name="p")
+    assert (policy.ttl_seconds, policy.ttl_jitter, policy.mode) == (120, 0.2, "bypass")
+    assert (policy.stale_while_revalidate_seconds, policy.stale_if_error_seconds) == (30, 600)
+    assert (policy.round_decimals, policy.round_significant) == (None, 3)
+    assert policy.ignore_fields == ["request_id", "meta.trace"]
+    assert (policy.admit_after, policy.max_entry_bytes) == (2, 5000)
+
+    call_command(*base, "--round", "2")
+    policy.refresh_from_db()
+    assert (policy.round_decimals, policy.round_significant, policy.ttl_seconds) == (2, None, 120)
+    call_command(*base, "--round", "off", "--cache")
+    policy.refresh_from_db()
+    assert (policy.round_decimals, policy.round_significant, policy.mode) == (None, None, "cache")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("--jitter", "0.9"), ("--admit-after", "0"), ("--round", "x"), ("--mode", "sometimes"), ("--ttl", "0")],
+)
+def test_invalid_policy_flags_are_refused_and_change_nothing(db, flags):
+    base = ("predcache", "models", "upsert", "p", "--backend", "http", "--target", "http://127.0.0.1:9/p")
+    call_command(*base, "--ttl", "120")
+    with pytest.raises(CommandError):
+        call_command(*base, *flags)
+    assert CachePolicy.objects.get(model__name="p").ttl_seconds == 120
