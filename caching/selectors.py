@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 
 from caching.backends.base import Backend, BackendConfigError
 from caching.core.canonical import KeyRules
-from caching.core.readthrough import CacheSpec
+from caching.core.spec import CacheSpec
 from caching.models import BackendKind, CachePolicy, ModelEndpoint, ModelVersionChange
 from caching.runtime import get_runtime
 

@@ -16,7 +16,7 @@ from rest_framework_api_key.models import APIKey
 
 from caching.backends.base import BackendMisconfigured
 from caching.core.keys import version_tag
-from caching.core.readthrough import CacheSpec, Directives, Prediction, VersionChange
+from caching.core.spec import CacheSpec, Directives, Prediction, VersionChange
 from caching.core.stats import read_stats
 from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord, PurgeScope
 from caching.runtime import get_runtime

@@ -19,7 +19,7 @@ from caching.api.errors import ApiError
 from caching.api.parsing import predict_payload, read_json_body
 from caching.backends.base import BackendError
 from caching.core.canonical import InvalidJSON
-from caching.core.readthrough import Directives, NotCached, Prediction
+from caching.core.spec import Directives, NotCached, Prediction
 from caching.models import MODEL_NAME_PATTERN
 from caching.selectors import ServedModel
 from caching.services import ModelNotFound, prediction_serve

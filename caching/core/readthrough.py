@@ -28,117 +28,32 @@ from caching.backends.base import (
     checked_result,
 )
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
-from caching.core.canonical import KeyRules, canonical_bytes
+from caching.core.canonical import canonical_bytes
 from caching.core.codec import CachedPrediction, CodecError, decode, encode
 from caching.core.keys import instance_digest, request_context, version_tag
+from caching.core.spec import (
+    BYPASS,
+    CACHE,
+    DISABLED,
+    HIT,
+    MISS,
+    NO_DIRECTIVES,
+    PARTIAL,
+    STALE,
+    CacheSpec,
+    Directives,
+    NotCached,
+    Prediction,
+    VersionChange,
+    common,
+    tag_of,
+)
 from caching.core.stats import StatsRecorder
 from caching.core.store import ADVANCED, SUPERSEDED, CacheUnavailable, Fresh, Lookup, PredictionStore
 
 logger = logging.getLogger(__name__)
 
-HIT, MISS, PARTIAL, STALE, BYPASS = "HIT", "MISS", "PARTIAL", "STALE", "BYPASS"
-CACHE, PASS_THROUGH, DISABLED = "cache", "bypass", "disabled"
 _POLL_START, _POLL_MAX = 0.005, 0.05  # single-flight waiters re-read the cache at this pace
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSpec:
-    """What the read-through path needs to know about one model's cache.
-
-    ``model_version`` is the operator's pin. Empty, the cache follows the version the
-    backend reports (see :mod:`caching.core.store`); set, only predictions reported
-    under that version (as ``modelVersionId`` or ``deployedModelId``) are stored, and
-    backends that report no version are cached under it as a plain label.
-    """
-
-    namespace: str
-    model_name: str
-    model_identity: str
-    model_version: str
-    ttl_seconds: int
-    mode: str = CACHE
-    ttl_jitter: float = 0.0
-    stale_while_revalidate: int = 0
-    stale_if_error: int = 0
-    key_rules: KeyRules = field(default_factory=KeyRules)
-    admit_after: int = 1
-    max_entry_bytes: int | None = None
-    compress_over: int | None = 4096
-    compression: str = "zlib"
-    max_age: int | None = None
-    backend_timeout: float = 30.0
-    model_id: int = 0  # the database row, for what is recorded about the model
-
-    @property
-    def follows_versions(self) -> bool:
-        return not self.model_version
-
-    def pin_admits(self, model_version_id: str | None, deployed_model_id: str | None) -> bool:
-        """Whether a prediction reported under this version may be stored and served.
-
-        A pin names a ``deployedModelId``, a ``modelVersionId`` or the full tag
-        ``deployedModelId/modelVersionId``. Predictions reported without any version
-        are admitted: for such backends the pin is only a label in the keys.
-        """
-        if self.follows_versions or (model_version_id is None and deployed_model_id is None):
-            return True
-        return self.model_version in (
-            model_version_id,
-            deployed_model_id,
-            version_tag(model_version_id, deployed_model_id),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Directives:
-    """A request's ``Cache-Control`` directives (RFC 9111 request semantics)."""
-
-    no_cache: bool = False  # recompute, and store the result
-    no_store: bool = False  # recompute, store nothing
-    max_age: int | None = None  # accept only entries younger than this
-    only_if_cached: bool = False  # answer from the cache or not at all
-
-
-_NO_DIRECTIVES = Directives()
-
-
-class NotCached(Exception):
-    """``only-if-cached`` and some instance has no usable entry."""
-
-
-@dataclass(frozen=True, slots=True)
-class VersionChange:
-    """An answer moved the cache from one deployed model version to another."""
-
-    previous: str  # version tag followed before ("" if none)
-    current: str
-    model_version_id: str | None
-    deployed_model_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """The answer to one predict request, with how the cache took part."""
-
-    predictions: list[Any]
-    cache_status: str
-    hits: int
-    misses: int
-    model_version_id: str | None
-    deployed_model_id: str | None
-    stored: bool = False  # the fresh predictions were written to the cache
-    version_change: VersionChange | None = None  # this request's answer moved the cache
-    age: int | None = None  # seconds since the oldest cached prediction served was computed
-
-
-def _tag(entry: CachedPrediction) -> str:
-    return version_tag(entry.model_version_id, entry.deployed_model_id)
-
-
-def _common(values: Sequence[str | None]) -> str | None:
-    """The value all of ``values`` share, or None when they differ (or there are none)."""
-    first = values[0] if values else None
-    return first if all(value == first for value in values) else None
 
 
 @dataclass
@@ -202,7 +117,7 @@ class ReadThroughCache:
         directives: Directives | None = None,
     ) -> Prediction:
         """Answer ``instances`` in order; raises ``InvalidJSON`` before any I/O for bad input."""
-        directives = directives or _NO_DIRECTIVES
+        directives = directives or NO_DIRECTIVES
         digests = self.instance_digests(spec, instances, parameters)
         if spec.mode != CACHE or directives.no_store:
             if directives.only_if_cached:
@@ -246,8 +161,8 @@ class ReadThroughCache:
             misses=misses,
             # Entries written at different times may come from different model versions:
             # report a version only when every prediction in the answer shares it.
-            model_version_id=_common([entry.model_version_id for entry in answers]),
-            deployed_model_id=_common([entry.deployed_model_id for entry in answers]),
+            model_version_id=common([entry.model_version_id for entry in answers]),
+            deployed_model_id=common([entry.deployed_model_id for entry in answers]),
             stored=request.stored,
             version_change=request.version_change,
             age=int(max(entry.age(now) for entry in served_from_cache)) if served_from_cache else None,
@@ -287,7 +202,7 @@ class ReadThroughCache:
                 continue
             if entry.generation != lookup.generation:
                 continue  # purged
-            if spec.follows_versions and _tag(entry) != lookup.current_version:
+            if spec.follows_versions and tag_of(entry) != lookup.current_version:
                 continue  # computed by a version the cache no longer follows
             if not spec.pin_admits(entry.model_version_id, entry.deployed_model_id):
                 continue
@@ -329,11 +244,11 @@ class ReadThroughCache:
             # Fresh answers are of the version the cache now follows. Cached predictions in
             # this same request written by another version (this answer moved the cache, or
             # another process did since the lookup) are recomputed: one response, one version.
-            current = _tag(request.found[request.computed[0]])
+            current = tag_of(request.found[request.computed[0]])
             other = [
                 d
                 for d in request.first_index
-                if d not in request.computed and _tag(request.found.get(d) or request.stale[d]) != current
+                if d not in request.computed and tag_of(request.found.get(d) or request.stale[d]) != current
             ]
             if other:
                 for digest in other:
@@ -476,7 +391,7 @@ class ReadThroughCache:
                         entry is not None
                         and entry.generation == lookup.generation
                         and entry.is_fresh(self.clock())
-                        and (not spec.follows_versions or _tag(entry) == lookup.current_version)
+                        and (not spec.follows_versions or tag_of(entry) == lookup.current_version)
                     ):
                         request.found[digest] = entry
                         waiting.remove(digest)
