@@ -7,9 +7,11 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from caching.core.store import CacheUnavailable
-from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord
+from caching.models import ApiKeyGrant, CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord
 from caching.services import model_cache_purge
 
 
@@ -145,3 +147,19 @@ class ModelEndpointAdmin(admin.ModelAdmin):
             purged.append(model.name)
         if purged:
             self.message_user(request, f"Purged: {', '.join(purged)}", messages.SUCCESS)
+
+
+class ApiKeyGrantInline(admin.StackedInline):
+    model = ApiKeyGrant
+    can_delete = False
+    max_num = 1
+    verbose_name_plural = "what this key may do besides predicting"
+
+
+# The API key admin of djangorestframework-api-key, with the key's grant on the same page.
+admin.site.unregister(APIKey)
+
+
+@admin.register(APIKey)
+class GrantedApiKeyAdmin(APIKeyModelAdmin):
+    inlines = [ApiKeyGrantInline]

@@ -267,3 +267,21 @@ class ModelVersionChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model}: {self.previous_version or '-'} -> {self.version}"
+
+
+class ApiKeyGrant(models.Model):
+    """What an API key may do beyond predicting. Keys without a grant may only predict."""
+
+    api_key = models.OneToOneField(
+        "rest_framework_api_key.APIKey", on_delete=models.CASCADE, related_name="grant"
+    )
+    may_administer = models.BooleanField(
+        default=False,
+        help_text="May call the management API under /v1/admin/ (purges).",
+    )
+
+    class Meta:
+        verbose_name = "API key grant"
+
+    def __str__(self) -> str:
+        return f"grant of {self.api_key}"

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 import orjson
 from django.conf import settings
 from django.db.models import QuerySet
+from rest_framework_api_key.models import APIKey
 
 from caching.backends.base import Backend, BackendConfigError
 from caching.core.canonical import KeyRules
 from caching.core.spec import CacheSpec
-from caching.models import BackendKind, CachePolicy, ModelEndpoint, ModelVersionChange
+from caching.models import ApiKeyGrant, BackendKind, CachePolicy, ModelEndpoint, ModelVersionChange
 from caching.runtime import get_runtime
 
 
@@ -124,3 +125,8 @@ def vertex_endpoint_deployments(*, model_id: int) -> list[dict[str, str]]:
     if change.model_version_id:
         deployed["modelVersionId"] = change.model_version_id
     return [deployed]
+
+
+def api_key_may_administer(*, api_key: APIKey) -> bool:
+    """Whether ``api_key`` was granted the management API (read fresh: revoking takes effect now)."""
+    return ApiKeyGrant.objects.filter(api_key_id=api_key.pk, may_administer=True).exists()

@@ -18,7 +18,14 @@ from caching.backends.base import BackendMisconfigured
 from caching.core.keys import version_tag
 from caching.core.spec import CacheSpec, Directives, Prediction, VersionChange
 from caching.core.stats import read_stats
-from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord, PurgeScope
+from caching.models import (
+    ApiKeyGrant,
+    CachePolicy,
+    ModelEndpoint,
+    ModelVersionChange,
+    PurgeRecord,
+    PurgeScope,
+)
 from caching.runtime import get_runtime
 from caching.selectors import ServedModel, model_namespace, served_model_get, served_vertex_model_get
 
@@ -362,7 +369,13 @@ def model_stats(*, model: ModelEndpoint) -> dict[str, Any]:
     }
 
 
-def api_key_create(*, label: str) -> str:
-    """Create an API key and return it; only its hash is stored, so it cannot be shown again."""
-    _, key = APIKey.objects.create_key(name=label)
+@transaction.atomic
+def api_key_create(*, label: str, may_administer: bool = False) -> str:
+    """Create an API key and return it; only its hash is stored, so it cannot be shown again.
+
+    Every key may predict; ``may_administer`` also lets it call the management API.
+    """
+    api_key, key = APIKey.objects.create_key(name=label)
+    if may_administer:
+        ApiKeyGrant.objects.create(api_key=api_key, may_administer=True)
     return key

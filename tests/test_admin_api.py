@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def admin_key(db):
-    return api_key_create(label="admin:ops")
+    return api_key_create(label="ops", may_administer=True)
 
 
 def purge(
@@ -53,7 +53,7 @@ def test_an_admin_key_purges_the_whole_model(api, backend, http_model, admin_key
         "entries_removed": None,
         "purge_id": record.pk,
     }
-    assert (record.scope, record.requested_by) == (PurgeScope.MODEL, "api:admin:ops")
+    assert (record.scope, record.requested_by) == (PurgeScope.MODEL, "api:ops")
     assert api.predict("echo", {"instances": [[1], [2]]})["X-Cache"] == "MISS"
 
 
@@ -261,3 +261,19 @@ def test_a_failing_background_reclaim_is_logged_not_raised(http_model, settings,
 
     assert f"reclaiming purged entries of model {http_model.pk} failed" in caplog.text
     assert services._reclaiming == set()
+
+
+def test_the_management_grant_is_the_keys_not_its_name(http_model, capsys):
+    from django.core.management import call_command
+
+    from caching.models import ApiKeyGrant
+
+    impostor = api_key_create(label="admin:not-really")
+    assert purge("echo", {}, key=impostor).status_code == 403
+
+    call_command("predcache", "keys", "create", "deploy-bot", "--admin")
+    granted = capsys.readouterr().out.strip().splitlines()[-1]
+    assert purge("echo", {}, key=granted).status_code == 200
+
+    ApiKeyGrant.objects.update(may_administer=False)  # revoked in the admin: effective at once
+    assert purge("echo", {}, key=granted).status_code == 403

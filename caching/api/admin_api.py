@@ -1,7 +1,7 @@
 """The staff management API under ``/v1/admin/``: purges, for admin API keys and staff logins.
 
-Every API key may predict; only keys named ``admin:<label>`` (``predcache keys create
-admin:ci-deploy``, or the admin's API key page) may manage. A logged-in staff user of the
+Every API key may predict; only keys granted it (``predcache keys create LABEL --admin``,
+or "may administer" on the key's admin page) may manage. A logged-in staff user of the
 Django admin may too, through its session (with Django's CSRF check).
 """
 
@@ -29,6 +29,7 @@ from caching.api.views import JsonOnlyNegotiation
 from caching.core.canonical import InvalidJSON
 from caching.core.store import CacheUnavailable
 from caching.models import MODEL_NAME_PATTERN, ModelEndpoint, PurgeRecord, PurgeScope
+from caching.selectors import api_key_may_administer
 from caching.services import (
     ModelNotFound,
     PurgeRefused,
@@ -36,24 +37,18 @@ from caching.services import (
     model_instances_purge,
 )
 
-ADMIN_KEY_PREFIX = "admin:"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 PURGE_FIELDS = frozenset({"version", "instances", "parameters"})
-
-
-def api_key_may_administer(api_key: APIKey) -> bool:
-    """Whether ``api_key`` may call the management API (its name says so when it is created)."""
-    return bool(api_key.name.startswith(ADMIN_KEY_PREFIX))
 
 
 class IsAdminKeyOrStaff(BasePermission):
     """An admin API key, or an active staff user logged in to the Django admin."""
 
-    message = f"this API key may not manage predcache: use a key named '{ADMIN_KEY_PREFIX}...'"
+    message = "this API key may not manage predcache (create one with `predcache keys create LABEL --admin`)"
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if isinstance(request.auth, APIKey):
-            return api_key_may_administer(request.auth)
+            return api_key_may_administer(api_key=request.auth)
         user = request.user
         return bool(user is not None and user.is_active and user.is_staff)
 
@@ -152,8 +147,8 @@ class PurgeView(APIView):
         description=(
             '`{}` purges the whole model and `{"version": V}` one version, at once; the memory of '
             'their entries is freed in the background. `{"instances": [...], "parameters": {...}}` '
-            "deletes exactly the entries of those instances. Needs an admin API key (named "
-            f"`{ADMIN_KEY_PREFIX}...`) or a staff session."
+            "deletes exactly the entries of those instances. Needs an API key created with "
+            "`--admin` (or granted in the admin), or a staff session."
         ),
         parameters=[
             OpenApiParameter("model", str, OpenApiParameter.PATH, description="Registered model name")

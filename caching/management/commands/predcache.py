@@ -95,6 +95,9 @@ class Command(BaseCommand):
         )
         create = keys.add_parser("create", help="create a key; the key is the last line printed")
         create.add_argument("label")
+        create.add_argument(
+            "--admin", action="store_true", help="the key may also call the management API (/v1/admin/)"
+        )
 
         purge = commands.add_parser("purge", help="make a model's cached predictions unreachable")
         purge.add_argument("name")
@@ -126,7 +129,7 @@ class Command(BaseCommand):
         command = options["command"]
         handler = {
             "models": lambda: self._models(options),
-            "keys": lambda: self._keys_create(options["label"]),
+            "keys": lambda: self._keys_create(options["label"], options["admin"]),
             "purge": lambda: self._purge(options),
             "reclaim": lambda: self._reclaim(options["name"]),
             "warm": lambda: self._warm(options["name"], options["file"], options["parameters"]),
@@ -171,8 +174,8 @@ class Command(BaseCommand):
             raise CommandError(_validation_message(exc)) from exc
         self.stdout.write(f"{'created' if created else 'updated'} model {model.name}")
 
-    def _keys_create(self, label: str) -> None:
-        key = api_key_create(label=label)
+    def _keys_create(self, label: str, may_administer: bool) -> None:
+        key = api_key_create(label=label, may_administer=may_administer)
         self.stderr.write(f"created API key {label!r}; store it now, it is not shown again:")
         self.stdout.write(key)
 
