@@ -70,6 +70,9 @@ def _build() -> Runtime:
         settings.REDIS_URL,
         socket_timeout=settings.PREDCACHE_REDIS_SOCKET_TIMEOUT,
         connect_timeout=settings.PREDCACHE_REDIS_CONNECT_TIMEOUT,
+        password=settings.PREDCACHE_REDIS_PASSWORD,
+        tls_ca_cert=settings.PREDCACHE_REDIS_CA_CERT,
+        tls_check_hostname=settings.PREDCACHE_REDIS_TLS_CHECK_HOSTNAME,
     )
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX)
     store = PredictionStore(client, keyspace)

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "caching.api.health.ProbeMiddleware",  # probes come by IP: answer them before host checks
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -79,6 +80,13 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'predcache.sqlite3'}"),
 }
+# Cloud SQL through its unix socket: postgres://USER@/DB?host=/cloudsql/PROJECT:REGION:INSTANCE.
+# django-environ leaves the socket directory in OPTIONS; HOST is where Django reports it.
+if not DATABASES["default"].get("HOST") and "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+# The password as a secret of its own (Cloud Run injects secrets as env values), so the URL holds none.
+if database_password := env.str("DATABASE_PASSWORD", default=""):
+    DATABASES["default"]["PASSWORD"] = database_password
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(exist_ok=True)
@@ -107,6 +115,23 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # --- the prediction cache ---------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Memorystore: REDIS_URL=rediss://HOST:6378/0, with the AUTH string and the server CA as secrets of
+# their own so the URL holds neither. A password given here wins over one in the URL.
+PREDCACHE_REDIS_PASSWORD = env.str("REDIS_AUTH", default="") or env.str("REDIS_PASSWORD", default="")
+# The CA a rediss:// server's certificate must chain to: the PEM text itself, or a PEM file's path.
+PREDCACHE_REDIS_CA_CERT = env.str("REDIS_CA_CERT", default="", multiline=True).strip()
+if PREDCACHE_REDIS_CA_CERT:
+    if not REDIS_URL.startswith("rediss://"):
+        raise ImproperlyConfigured("REDIS_CA_CERT needs a rediss:// REDIS_URL")
+    if "-----BEGIN" not in PREDCACHE_REDIS_CA_CERT and not Path(PREDCACHE_REDIS_CA_CERT).is_file():
+        raise ImproperlyConfigured("REDIS_CA_CERT is neither PEM text nor the path of a file")
+# With a pinned CA, checking the host name is off by default: a Memorystore CA belongs to one
+# instance, so the chain alone proves which server answers, while its server certificates are
+# reported to carry the IP only as the common name, which Python's IP check ignores. Against the
+# system's CAs (where any public certificate chains) the check stays on.
+PREDCACHE_REDIS_TLS_CHECK_HOSTNAME = env.bool(
+    "PREDCACHE_REDIS_TLS_CHECK_HOSTNAME", default=not PREDCACHE_REDIS_CA_CERT
+)
 PREDCACHE_KEY_PREFIX = env.str("PREDCACHE_KEY_PREFIX", default="pc:")
 # Short timeouts: Redis is an accelerator, and a slow one must not slow predictions down.
 PREDCACHE_REDIS_SOCKET_TIMEOUT = env.float("PREDCACHE_REDIS_SOCKET_TIMEOUT", default=0.25)
@@ -130,6 +155,10 @@ PREDCACHE_CONFIG_CACHE_SECONDS = env.float("PREDCACHE_CONFIG_CACHE_SECONDS", def
 PREDCACHE_API_KEY_CACHE_SECONDS = env.float("PREDCACHE_API_KEY_CACHE_SECONDS", default=5.0)
 PREDCACHE_STATS_FLUSH_SECONDS = env.float("PREDCACHE_STATS_FLUSH_SECONDS", default=1.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREDCACHE_MAX_BODY_BYTES
+
+# Celery (the worker and beat are not wired up yet): the cache's Redis unless set apart; the
+# worker must pass PREDCACHE_REDIS_PASSWORD and the CA on to its broker connection.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["caching.api.authentication.ApiKeyAuthentication"],

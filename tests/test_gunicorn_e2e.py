@@ -130,7 +130,7 @@ def test_chunked_body_is_refused_with_411(server, seeded, backend):
 
 
 def test_disallowed_host_is_a_json_400(server):
-    status, _, body = request(server, "GET", "/healthz", headers={"Host": "evil.example"})
+    status, _, body = request(server, "GET", "/v1/schema", headers={"Host": "evil.example"})
     assert status == 400
     assert orjson.loads(body)["error"]["code"] == "bad_request"
 

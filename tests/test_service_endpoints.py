@@ -43,3 +43,13 @@ def test_openapi_schema_describes_the_vertex_routes(client):
     assert predict["operationId"] == "vertex_predict"
     assert {"200", "400", "404", "502", "503", "504"} <= set(predict["responses"])
     assert schema["paths"]["/v1/{endpoint}"]["get"]["operationId"] == "vertex_endpoint"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_whatever_the_host_header(client, db, path, settings):
+    """Cloud Run and Kubernetes probe containers by IP; ALLOWED_HOSTS must not fail them."""
+    settings.ALLOWED_HOSTS = ["predcache.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    response = client.get(path, headers={"Host": "169.254.8.1:8080"})
+    assert response.status_code == 200
+    assert client.get("/v1/schema", headers={"Host": "169.254.8.1:8080"}).status_code == 400

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from caching.core.store import REDIS_FAILURES
 from caching.runtime import get_runtime
@@ -32,3 +34,22 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
     )
+
+
+_PROBES: dict[str, Callable[[HttpRequest], JsonResponse]] = {"/healthz": healthz, "/readyz": readyz}
+
+
+class ProbeMiddleware:
+    """Answers the health probes first, before any middleware validates the Host header.
+
+    Platforms (Cloud Run, Kubernetes) probe a container by its address, a Host that
+    ``DJANGO_ALLOWED_HOSTS`` rightly does not list; the probes reveal nothing a host check
+    protects.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        probe = _PROBES.get(request.path_info) if request.method in ("GET", "HEAD") else None
+        return probe(request) if probe is not None else self.get_response(request)
