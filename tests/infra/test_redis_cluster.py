@@ -1,0 +1,74 @@
+"""predcache:redisCluster swaps the Memorystore instance for a Redis Cluster, with AUTH (IAM) and TLS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from tests.infra.mocks import (
+    REDIS_CA_PEM,
+    REDIS_CLUSTER_HOST,
+    REDIS_CLUSTER_PORT,
+    InfraStack,
+    containers,
+    env_of,
+    settled,
+    unwrap_secret,
+)
+
+
+@pulumi.runtime.test
+def test_cluster_switch_swaps_in_redis_cluster(infra: InfraStack) -> Any:
+    deployment = infra.build(redisCluster="true", redisClusterShards="5")
+
+    def check(_: Any) -> None:
+        assert infra.mocks.of_type("gcp:redis/instance:Instance") == []
+        cluster = infra.mocks.one("gcp:redis/cluster:Cluster").inputs
+        assert cluster["shardCount"] == 5
+        assert cluster["authorizationMode"] == "AUTH_MODE_IAM_AUTH"
+        assert cluster["transitEncryptionMode"] == "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION"
+        network = infra.mocks.one("gcp:compute/network:Network")
+        subnet = infra.mocks.one("gcp:compute/subnetwork:Subnetwork")
+        assert cluster["pscConfigs"] == [{"network": network.id}]
+        policy = infra.mocks.one(
+            "gcp:networkconnectivity/serviceConnectionPolicy:ServiceConnectionPolicy"
+        ).inputs
+        assert policy["serviceClass"] == "gcp-memorystore-redis"
+        assert policy["network"] == network.id
+        assert policy["pscConfig"]["subnetworks"] == [subnet.id]
+
+    return settled(deployment).apply(check)
+
+
+@pulumi.runtime.test
+def test_cluster_endpoint_and_ca_reach_every_container(infra: InfraStack) -> Any:
+    deployment = infra.build(redisCluster="true")
+
+    def check(values: list[Any]) -> None:
+        redis_host, _ = values
+        assert redis_host == REDIS_CLUSTER_HOST
+        ca_version = infra.mocks.one("gcp:secretmanager/secretVersion:SecretVersion", "redis-ca-cert")
+        assert unwrap_secret(ca_version.inputs["secretData"]) == f"{REDIS_CA_PEM}\n"
+        for typ in ("gcp:cloudrunv2/service:Service", "gcp:cloudrunv2/workerPool:WorkerPool"):
+            for resource in infra.mocks.of_type(typ):
+                env = env_of(containers(resource)[0])
+                assert env["REDIS_URL"]["value"] == f"rediss://{REDIS_CLUSTER_HOST}:{REDIS_CLUSTER_PORT}/0"
+                assert env["REDIS_CLUSTER"]["value"] == env["REDIS_IAM_AUTH"]["value"] == "true"
+                assert "secretKeyRef" in env["REDIS_CA_CERT"]["valueSource"]
+                # A cluster has no AUTH string: clients present IAM tokens, so there is no password secret.
+                assert "REDIS_PASSWORD" not in env
+
+    return pulumi.Output.all(deployment.exports()["redis_host"], settled(deployment)).apply(check)
+
+
+@pulumi.runtime.test
+def test_cluster_mode_grants_the_connect_role_and_drops_the_auth_secret(infra: InfraStack) -> Any:
+    deployment = infra.build(redisCluster="true")
+
+    def check(_: Any) -> None:
+        roles = {r.inputs["role"] for r in infra.mocks.of_type("gcp:projects/iAMMember:IAMMember")}
+        assert "roles/redis.dbConnectionUser" in roles
+        assert len(infra.mocks.of_type("gcp:secretmanager/secret:Secret")) == 3
+
+    return settled(deployment).apply(check)
