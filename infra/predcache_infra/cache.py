@@ -33,6 +33,11 @@ class Cache:
 def create_cache(config: StackConfig, network: Network, opts: pulumi.ResourceOptions) -> Cache:
     """Create the Redis the stack config asks for (predcache:redisCluster switches to Redis Cluster)."""
     if config.redis_cluster:
+        pulumi.log.warn(
+            "redisCluster: Memorystore Redis Cluster uses IAM authentication and a cluster "
+            "protocol that this predcache release cannot speak yet; its web service will not "
+            "become ready against it."
+        )
         return _create_cluster(config, network, opts)
     return _create_instance(config, network, opts)
 

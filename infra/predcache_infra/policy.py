@@ -20,12 +20,12 @@ class PolicyViolation(Exception):
 
 
 def is_broad_role(role: str) -> bool:
-    """True for basic roles, *Admin roles, IAM roles (impersonation, policy edits), project-wide secrets."""
+    """True for basic roles, *Admin/*Editor/*Owner roles, IAM roles, project-wide secrets."""
     name = role.removeprefix("roles/")
     return (
         role in BROAD_ROLES
         or role in PER_RESOURCE_ONLY_ROLES
-        or name.lower().endswith("admin")
+        or name.lower().endswith(("admin", "editor", "owner"))
         or name.startswith(("iam.", "resourcemanager."))
     )
 

@@ -142,6 +142,7 @@ INSECURE_CONFIGS = {
     "owner": ({"appExtraRoles": '["roles/owner"]'}, "roles/owner"),
     "editor": ({"appExtraRoles": '["roles/editor"]'}, "roles/editor"),
     "an admin role": ({"appExtraRoles": '["roles/run.admin"]'}, "roles/run.admin"),
+    "a service editor role": ({"appExtraRoles": '["roles/cloudsql.editor"]'}, "roles/cloudsql.editor"),
     "impersonation": ({"appExtraRoles": '["roles/iam.serviceAccountTokenCreator"]'}, "TokenCreator"),
     "every secret in the project": (
         {"appExtraRoles": '["roles/secretmanager.secretAccessor"]'},
