@@ -19,13 +19,12 @@ from caching.api.errors import ApiError
 from caching.api.parsing import predict_payload, read_json_body
 from caching.backends.base import BackendError
 from caching.core.canonical import InvalidJSON
-from caching.core.spec import Directives, NotCached, Prediction
+from caching.core.spec import NO_DIRECTIVES, Directives, NotCached, Prediction
 from caching.models import MODEL_NAME_PATTERN
 from caching.selectors import ServedModel
 from caching.services import ModelNotFound, prediction_serve
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
-_NO_DIRECTIVES = Directives()
 _DIGITS = re.compile(r"[0-9]+")
 # RFC 9211 Cache-Status values, by (X-Cache, whether the fresh predictions were stored).
 _CACHE_STATUS = {
@@ -128,7 +127,7 @@ def cache_directives(request: Request) -> Directives:
     """The request's ``Cache-Control`` directives we act on; unknown ones are ignored (RFC 9111)."""
     header = request.META.get("HTTP_CACHE_CONTROL")
     if not header:
-        return _NO_DIRECTIVES
+        return NO_DIRECTIVES
     found: dict[str, str | None] = {}
     for part in header.split(","):
         name, _, value = part.strip().partition("=")

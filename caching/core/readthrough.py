@@ -192,13 +192,8 @@ class ReadThroughCache:
         assert lookup is not None
         now = self.clock()
         for digest, raw in zip(distinct, lookup.raw_values, strict=True):
-            if raw is None:
-                continue
-            try:
-                entry = decode(raw)
-            except CodecError as exc:
-                logger.warning("undecodable cache entry for %s, treated as a miss: %s", spec.model_name, exc)
-                self.stats.record(spec.namespace, decode_errors=1)
+            entry = self._decoded(spec, raw)
+            if entry is None:
                 continue
             if entry.generation != lookup.generation:
                 continue  # purged
@@ -457,11 +452,13 @@ class ReadThroughCache:
         return value
 
     def _decoded(self, spec: CacheSpec, raw: bytes | None) -> CachedPrediction | None:
+        """The entry in ``raw``; None for no value, and for one that cannot be decoded (logged)."""
         if raw is None:
             return None
         try:
             return decode(raw)
-        except CodecError:
+        except CodecError as exc:
+            logger.warning("undecodable cache entry for %s, treated as a miss: %s", spec.model_name, exc)
             self.stats.record(spec.namespace, decode_errors=1)
             return None
 

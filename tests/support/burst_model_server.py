@@ -7,46 +7,24 @@ Run: ``python -m tests.support.burst_model_server``; it prints its port on the f
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
-from pathlib import Path
 
 from tests.support.model_server import Handler
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class BurstServer(ThreadingHTTPServer):
-    request_queue_size = 256
-    daemon_threads = True
+from tests.support.serving import serve
 
 
 @contextmanager
 def burst_model_server() -> Iterator[str]:
     """Run this server in a process of its own; yields its base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.burst_model_server"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert process.stdout is not None
-        yield f"http://127.0.0.1:{int(process.stdout.readline())}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    from tests.support.processes import server_process
+
+    with server_process("tests.support.burst_model_server") as url:
+        yield url
 
 
 def main() -> None:
-    server = BurstServer(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    sys.stdout.close()
-    server.serve_forever()
+    serve(Handler, __doc__, backlog=256)
 
 
 if __name__ == "__main__":

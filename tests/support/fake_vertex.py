@@ -20,14 +20,14 @@ it prints its port on the first line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.serving import serve
 
 _PREDICT = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+/endpoints/[^/:]+):predict$")
 _ENDPOINT = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+/endpoints/[^/:]+)$")
@@ -158,13 +158,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    server = ThreadingHTTPServer(("127.0.0.1", parser.parse_args().port), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    sys.stdout.close()
-    server.serve_forever()
+    serve(Handler, __doc__)
 
 
 if __name__ == "__main__":

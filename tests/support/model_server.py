@@ -12,14 +12,14 @@ Run: ``python -m tests.support.model_server [--port N]``; it prints its port on 
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.support.serving import serve
 
 _state_lock = threading.Lock()
 _calls: list[Any] = []
@@ -121,13 +121,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    server = ThreadingHTTPServer(("127.0.0.1", parser.parse_args().port), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    sys.stdout.close()
-    server.serve_forever()
+    serve(Handler, __doc__)
 
 
 if __name__ == "__main__":

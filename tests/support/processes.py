@@ -29,21 +29,21 @@ REPO = Path(__file__).resolve().parents[2]
 @contextmanager
 def model_server() -> Iterator[str]:
     """Run tests/support/model_server.py; yields its base URL."""
-    with _server_process("tests.support.model_server") as url:
+    with server_process("tests.support.model_server") as url:
         yield url
 
 
 @contextmanager
 def kserve_server() -> Iterator[str]:
     """Run tests/support/kserve_server.py (Open Inference Protocol v2); yields its base URL."""
-    with _server_process("tests.support.kserve_server") as url:
+    with server_process("tests.support.kserve_server") as url:
         yield url
 
 
 @contextmanager
 def fake_vertex_server() -> Iterator[str]:
     """Run tests/support/fake_vertex.py (Vertex AI's REST API); yields its base URL."""
-    with _server_process("tests.support.fake_vertex") as url:
+    with server_process("tests.support.fake_vertex") as url:
         yield url
 
 
@@ -66,7 +66,7 @@ def fake_vertex_grpc_server() -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def _server_process(module: str) -> Iterator[str]:
+def server_process(module: str) -> Iterator[str]:
     """Run a server module that prints its port on its first line; yields its base URL."""
     process = subprocess.Popen(
         [sys.executable, "-m", module],
