@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -285,3 +287,29 @@ class ApiKeyGrant(models.Model):
 
     def __str__(self) -> str:
         return f"grant of {self.api_key}"
+
+
+def new_installation_id() -> str:
+    """48 random bits as 12 hex digits: distinct for every database that runs the migrations."""
+    return secrets.token_hex(6)
+
+
+class Installation(models.Model):
+    """The one row naming this installation, so that installations sharing a Redis share no keys.
+
+    Created by the migration that introduced it; every Redis key predcache writes carries its id
+    (``PREDCACHE_INSTALLATION_ID`` overrides it, e.g. for a database cloned from another one).
+    """
+
+    SINGLETON = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON, editable=False)
+    installation_id = models.CharField(
+        max_length=32,
+        default=new_installation_id,
+        validators=[RegexValidator(r"^[0-9a-z]{1,32}$", "Lowercase letters and digits.")],
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"installation {self.installation_id}"

@@ -16,6 +16,7 @@ from caching.core.keys import KeySpace
 from caching.core.readthrough import ReadThroughCache
 from caching.core.stats import StatsRecorder
 from caching.core.store import PredictionStore, redis_client
+from caching.installation import installation_id
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _build() -> Runtime:
         tls_ca_cert=settings.PREDCACHE_REDIS_CA_CERT,
         tls_check_hostname=settings.PREDCACHE_REDIS_TLS_CHECK_HOSTNAME,
     )
-    keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX)
+    keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
     store = PredictionStore(client, keyspace)
     stats = StatsRecorder()
     runtime = Runtime(

@@ -133,6 +133,10 @@ PREDCACHE_REDIS_TLS_CHECK_HOSTNAME = env.bool(
     "PREDCACHE_REDIS_TLS_CHECK_HOSTNAME", default=not PREDCACHE_REDIS_CA_CERT
 )
 PREDCACHE_KEY_PREFIX = env.str("PREDCACHE_KEY_PREFIX", default="pc:")
+# Names this installation in every key (default: the id the migrations stored in the database), so
+# installations sharing a Redis never share entries, purges or stats. Set it apart for a database
+# cloned from another installation's.
+PREDCACHE_INSTALLATION_ID = env.str("PREDCACHE_INSTALLATION_ID", default="")
 # Short timeouts: Redis is an accelerator, and a slow one must not slow predictions down.
 PREDCACHE_REDIS_SOCKET_TIMEOUT = env.float("PREDCACHE_REDIS_SOCKET_TIMEOUT", default=0.25)
 PREDCACHE_REDIS_CONNECT_TIMEOUT = env.float("PREDCACHE_REDIS_CONNECT_TIMEOUT", default=0.25)

@@ -194,9 +194,10 @@ def pair(
 
 def _model_stat(client: redis.Redis, prefix: str, model: str, field: str) -> int:
     """One of a model's counters as its server's processes flushed them to Redis (see caching.core.stats)."""
+    from caching.installation import installation_id
     from caching.models import ModelEndpoint
 
-    keyspace = KeySpace(prefix)
+    keyspace = KeySpace(prefix, installation_id())
     namespace = keyspace.namespace(ModelEndpoint.objects.get(name=model).pk)
     return int(client.hget(keyspace.stats(namespace), field) or 0)
 

@@ -245,7 +245,7 @@ def test_a_ca_certificate_without_tls_is_refused():
         redis_client("redis://h:6379/0", socket_timeout=1, connect_timeout=1, tls_ca_cert=FAKE_PEM)
 
 
-def test_runtime_passes_the_settings_to_the_factory(settings):
+def test_runtime_passes_the_settings_to_the_factory(settings, db):
     settings.REDIS_URL = f"rediss://127.0.0.1:{free_port()}/0"
     settings.PREDCACHE_REDIS_PASSWORD = "auth-string"
     settings.PREDCACHE_REDIS_CA_CERT = FAKE_PEM

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from caching.core.store import REDIS_FAILURES
@@ -30,6 +30,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["redis"] = "ok"
     except REDIS_FAILURES as exc:
         checks["redis"] = f"error: {exc.__class__.__name__}"
+    except DatabaseError:  # the runtime is built on first use, and reads the installation id first
+        checks["redis"] = "unknown: the database must answer first"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503

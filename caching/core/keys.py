@@ -36,18 +36,22 @@ def instance_digest(context: bytes, canonical_instance: bytes) -> str:
 
 
 class KeySpace:
-    """Redis key names for one deployment prefix.
+    """Redis key names for one installation, under a deployment prefix.
 
-    Every key of a model carries the hash tag ``{m<id>}`` so that, on Redis
-    Cluster, a model's entries and its generation live in one slot and a whole
-    lookup stays one round trip.
+    Every key of a model carries the hash tag ``{<installation>.m<id>}``: the installation
+    id keeps two installations sharing one Redis (staging and production, two demos) apart
+    although their database ids coincide, and on Redis Cluster a model's entries and its
+    generation live in one slot, so a whole lookup stays one round trip.
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, installation: str) -> None:
+        if not installation or any(char in installation for char in "{}:."):
+            raise ValueError(f"invalid installation id {installation!r}")
         self.prefix = prefix
+        self.installation = installation
 
     def namespace(self, model_id: int) -> str:
-        return f"{self.prefix}{{m{model_id}}}"
+        return f"{self.prefix}{{{self.installation}.m{model_id}}}"
 
     def generation(self, namespace: str) -> str:
         return f"{namespace}:gen"

@@ -124,8 +124,20 @@ def test_field_boundaries_cannot_be_shifted():
 
 
 def test_keys_of_one_model_share_a_cluster_hash_tag():
-    keys = KeySpace("pc:")
+    keys = KeySpace("pc:", "a1b2c3")
     namespace = keys.namespace(42)
-    assert keys.entry(namespace, "ab").startswith("pc:{m42}:")
-    assert keys.generation(namespace).startswith("pc:{m42}:")
-    assert keys.version_generation(namespace, "v/../../x").startswith("pc:{m42}:gen:v:")
+    assert keys.entry(namespace, "ab").startswith("pc:{a1b2c3.m42}:")
+    assert keys.generation(namespace).startswith("pc:{a1b2c3.m42}:")
+    assert keys.version_generation(namespace, "v/../../x").startswith("pc:{a1b2c3.m42}:gen:v:")
+
+
+def test_installations_sharing_a_prefix_have_distinct_keys():
+    staging, production = KeySpace("pc:", "5a1"), KeySpace("pc:", "9f0")
+    assert staging.generation(staging.namespace(1)) != production.generation(production.namespace(1))
+    assert staging.stats(staging.namespace(1)) != production.stats(production.namespace(1))
+
+
+@pytest.mark.parametrize("installation", ["", "a}b", "a{b", "a:b", "a.b"])
+def test_an_installation_id_that_could_break_the_hash_tag_is_refused(installation):
+    with pytest.raises(ValueError):
+        KeySpace("pc:", installation)
