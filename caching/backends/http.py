@@ -6,6 +6,8 @@ format; what a v2 request holds and what a v2 answer means is :mod:`caching.back
 
 from __future__ import annotations
 
+import http.client
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import urllib3
-from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
 
 from caching.backends import open_inference
 from caching.backends.base import (
@@ -24,11 +26,16 @@ from caching.backends.base import (
     BackendTimeout,
     BackendUnavailable,
     checked_result,
+    client_reason,
+    connection_failure,
 )
+
+logger = logging.getLogger(__name__)
 
 # One pool manager per process: keep-alive connections are reused across requests and models.
 _POOL = urllib3.PoolManager(num_pools=64, maxsize=16, block=False, retries=False)
-_MAX_MESSAGE = 500
+_MAX_MESSAGE = 2000  # of an error body read for its reason
+_LOGGED_BODY = 4000
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 PROTOCOLS = ("row", "v2")
@@ -67,12 +74,20 @@ class HttpBackend:
         self.model_url = urlunsplit(parts._replace(path=parts.path.removesuffix("/infer")))
         self.protocol = protocol
         self.identity = ""  # the URL and the options (part of the model's settings) say it all
+        self.timeout_seconds = timeout_seconds
         self.timeout = urllib3.Timeout(total=timeout_seconds)
         self.pool = pool
         self.clock = clock
 
     def verify(self) -> None:
         """Nothing to check beyond the URL: the server may legitimately be down right now."""
+
+    def check(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> None:
+        """v2: the instances against the inputs the server declared, if this process knows them yet."""
+        if self.protocol == "v2" and instances:
+            known, declared = open_inference.known_inputs(self.model_url)
+            if known:
+                open_inference.request_batches(instances, declared)
 
     def predict(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
         """POST the instances in this backend's protocol; one call (v2: one per shape group)."""
@@ -90,36 +105,76 @@ class HttpBackend:
         for batch in batches:
             try:
                 data = self._post(batch.body(parameters))
-            except BackendRejectedInput:
+            except BackendRejectedInput as exc:
                 open_inference.refresh_metadata_after_rejection(self.model_url, now=self.clock())
-                raise
+                # The server numbers instances within this batch, not within ours.
+                raise BackendRejectedInput(str(exc), sent=batch.positions) from exc
             results.append(open_inference.batch_result(_answer_document(data), len(batch.positions)))
         return open_inference.merged_result(batches, results, len(instances))
 
     def _post(self, body: bytes) -> bytes:
-        try:
-            response = self.pool.request(
-                "POST", self.url, body=body, headers=_HEADERS, timeout=self.timeout, retries=False
-            )
-        except NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2: test it first
-            raise BackendUnavailable(f"model server unreachable: {exc}") from exc
-        except TimeoutError as exc:
-            raise BackendTimeout(f"model server did not answer in {self.timeout.total}s") from exc
-        except HTTPError as exc:
-            raise BackendUnavailable(f"model server connection failed: {exc}") from exc
+        response = self._send("POST", self.url, body)
         if response.status != 200:
-            raise _error_for_status(response.status, _upstream_message(response.data))
+            raise _error_for_status(self.url, response.status, response.data)
         return response.data
+
+    def _send(self, method: str, url: str, body: bytes | None = None) -> urllib3.BaseHTTPResponse:
+        """One request on a pooled connection, resent once on a new one if the pooled one was dead.
+
+        A model server may close a kept-alive connection after answering (uvicorn does after a
+        500, without ``Connection: close``); the next request on it fails before any byte of an
+        answer arrives. A predict is safe to send again then, and only a new connection's
+        failure is the model server's.
+        """
+        deadline = self.clock() + self.timeout_seconds
+        try:
+            return self._request(self.pool, method, url, body, self.timeout)
+        except _ClosedBeforeAnswer as exc:
+            logger.info("%s: pooled connection to %s was closed (%s); sending again", method, url, exc)
+        remaining = urllib3.Timeout(total=max(deadline - self.clock(), 0.05))
+        with urllib3.PoolManager(num_pools=1, maxsize=1, retries=False) as fresh:
+            return self._request(fresh, method, url, body, remaining)
+
+    def _request(
+        self,
+        pool: urllib3.PoolManager,
+        method: str,
+        url: str,
+        body: bytes | None,
+        timeout: urllib3.Timeout,
+    ) -> urllib3.BaseHTTPResponse:
+        try:
+            return pool.request(method, url, body=body, headers=_HEADERS, timeout=timeout, retries=False)
+        except NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2: test it first
+            logger.warning("model server %s unreachable: %s", url, exc)
+            raise BackendUnavailable(f"model server unreachable ({connection_failure(exc)})") from exc
+        except TimeoutError as exc:
+            raise BackendTimeout(f"model server did not answer in {self.timeout_seconds}s") from exc
+        except ProtocolError as exc:
+            logger.warning("connection to model server %s failed: %s", url, exc)
+            reason = connection_failure(exc)
+            if isinstance(exc.__cause__ or (exc.args[1:] or [None])[0], _CLOSED_BEFORE_ANSWER):
+                raise _ClosedBeforeAnswer(f"model server connection failed ({reason})") from exc
+            raise BackendUnavailable(f"model server connection failed ({reason})") from exc
+        except HTTPError as exc:
+            logger.warning("connection to model server %s failed: %s", url, exc)
+            raise BackendUnavailable(f"model server connection failed ({connection_failure(exc)})") from exc
 
     def _get_metadata(self) -> tuple[int, bytes]:
         """GET the v2 metadata route: (HTTP status, body)."""
         try:
-            response = self.pool.request(
-                "GET", self.model_url, headers=_HEADERS, timeout=self.timeout, retries=False
-            )
-        except HTTPError as exc:
+            response = self._send("GET", self.model_url)
+        except BackendError as exc:
             raise open_inference.MetadataUnreachable(str(exc)) from exc
         return response.status, response.data
+
+
+class _ClosedBeforeAnswer(BackendUnavailable):
+    """The connection was closed or reset before any byte of an answer: the request may be resent."""
+
+
+# What a dead pooled connection raises, inside urllib3's ProtocolError, when a request is sent on it.
+_CLOSED_BEFORE_ANSWER = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 # --- row format ---------------------------------------------------------------------------------
@@ -157,20 +212,26 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _upstream_message(data: bytes) -> str:
+def _upstream_reason(data: bytes) -> str | None:
+    """The model server's own one-line reason in an error body, if it gives a clean one."""
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return data[:_MAX_MESSAGE].decode("utf-8", "replace")
-    # Row servers answer {"error": {"message": ...}}; v2 servers answer {"error": "..."}.
-    error = document.get("error", document) if isinstance(document, dict) else document
+        return client_reason(data[:_MAX_MESSAGE].decode("utf-8", "replace"))
+    # Row servers answer {"error": {"message": ...}}; v2 servers {"error": "..."}; FastAPI {"detail": ...}.
+    error = (
+        document.get("error", document.get("detail", document)) if isinstance(document, dict) else document
+    )
     if isinstance(error, dict):
         error = error.get("message", error)
-    return str(error)[:_MAX_MESSAGE]
+    return client_reason(error if isinstance(error, str) else None)
 
 
-def _error_for_status(status: int, message: str) -> BackendError:
-    detail = f"model server answered HTTP {status}: {message}"
+def _error_for_status(url: str, status: int, data: bytes) -> BackendError:
+    """The error a client is told for a model server's non-200 answer; the whole body goes to the log."""
+    logger.warning("model server %s answered HTTP %d: %s", url, status, data[:_LOGGED_BODY])
+    reason = _upstream_reason(data)
+    detail = f"model server answered HTTP {status}" + (f": {reason}" if reason else "")
     if status in (400, 422):
         return BackendRejectedInput(detail)
     if status in (429, 502, 503):

@@ -80,6 +80,12 @@ class LocalBackend:
     def verify(self) -> None:
         self._load()
 
+    def check(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> None:
+        """Lists of numbers, with the model's feature count once the model is loaded."""
+        expected = getattr(self._model, "n_features_in_", None)
+        for index, instance in enumerate(instances):
+            _check_instance(index, instance, expected)
+
     def predict(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
         import numpy  # deferred: processes that only serve hits never pay for numpy
 

@@ -121,6 +121,13 @@ def declared_inputs(
         return slot.inputs
 
 
+def known_inputs(model_url: str) -> tuple[bool, Mapping[str, DeclaredInput] | None]:
+    """Whether this process has heard the model's metadata, and its declared inputs (no I/O)."""
+    slot = _metadata_slot(model_url)
+    with slot.lock:
+        return slot.answered_at > -math.inf, slot.inputs
+
+
 def refresh_metadata_after_rejection(model_url: str, *, now: float) -> None:
     """After the server refused a request: ask for the metadata again, unless it answered recently."""
     _metadata_slot(model_url).refresh_after_rejection(now)

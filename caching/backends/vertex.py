@@ -7,6 +7,7 @@ Each process builds one ``PredictionServiceClient`` per (transport, host) and re
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -23,7 +24,11 @@ from caching.backends.base import (
     BackendTimeout,
     BackendUnavailable,
     checked_result,
+    connection_failure,
+    with_reason,
 )
+
+logger = logging.getLogger(__name__)
 
 TARGET_PATTERN = re.compile(
     r"projects/(?P<project>[^/\s]+)/locations/(?P<location>[a-z0-9-]+)/endpoints/(?P<endpoint>[^/\s:]+)"
@@ -32,7 +37,9 @@ TRANSPORTS = ("grpc", "rest")
 # Vertex AI refuses online prediction requests over 1.5 MB; leave room for the envelope.
 VERTEX_MAX_REQUEST_BYTES = 1_500_000
 _ENVELOPE_BYTES = 1024
-_MAX_MESSAGE = 500
+_LOGGED_MESSAGE = 4000
+# Over REST, google-api-core puts the method and URL in front of the message: not for clients.
+_REST_PREFIX = re.compile(r"^[A-Z]+ https?://\S+: ")
 
 _clients: dict[tuple[int, str, str], Any] = {}
 _clients_lock = threading.Lock()
@@ -85,6 +92,9 @@ class VertexBackend:
     def verify(self) -> None:
         """Nothing to check offline: credentials and the endpoint are tried on the first call."""
 
+    def check(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> None:
+        """Nothing: only the deployed model knows what it accepts."""
+
     def predict(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
         """Predict in as few calls as the payload limit allows, all within the model's timeout."""
         from google.protobuf import json_format, struct_pb2
@@ -97,9 +107,15 @@ class VertexBackend:
         if parameters is not None:
             extra["parameters"] = json_format.ParseDict(parameters, struct_pb2.Value())
             envelope += self._encoded_size(extra["parameters"])
-        answers = [
-            self._predict_once(client, chunk, extra, deadline) for chunk in self._chunks(values, envelope)
-        ]
+        answers = []
+        start = 0
+        for chunk in self._chunks(values, envelope):
+            try:
+                answers.append(self._predict_once(client, chunk, extra, deadline))
+            except BackendRejectedInput as exc:
+                # Vertex numbers instances within this call, not within the instances given.
+                raise BackendRejectedInput(str(exc), sent=range(start, start + len(chunk))) from exc
+            start += len(chunk)
         predictions = [prediction for answer in answers for prediction in answer.predictions]
         versions = {(answer.model_version_id, answer.deployed_model_id) for answer in answers}
         if len(versions) > 1:
@@ -229,7 +245,7 @@ def _retry(deadline: float) -> Any:
 
 
 def _backend_error(exc: Exception, timeout_seconds: float) -> BackendError:
-    """Map what the client library raised to the status the caller is told."""
+    """Map what the client library raised to the status and clean message the caller is told."""
     import requests
     from google.api_core import exceptions
     from google.auth import exceptions as auth_exceptions
@@ -239,19 +255,23 @@ def _backend_error(exc: Exception, timeout_seconds: float) -> BackendError:
         if cause is None or cause is exc:
             return BackendTimeout(f"Vertex AI did not answer within {timeout_seconds}s")
         return (
-            _backend_error(cause, timeout_seconds) if isinstance(cause, Exception) else BackendError(str(exc))
+            _backend_error(cause, timeout_seconds)
+            if isinstance(cause, Exception)
+            else BackendError("Vertex AI call failed")
         )
+    logger.warning("Vertex AI call failed: %s", str(exc)[:_LOGGED_MESSAGE])
     if isinstance(exc, requests.exceptions.Timeout):
         return BackendTimeout(f"Vertex AI did not answer within {timeout_seconds}s")
     if isinstance(exc, requests.exceptions.ConnectionError):
-        return BackendUnavailable(f"Vertex AI unreachable: {_short(exc)}")
+        return BackendUnavailable(f"Vertex AI unreachable ({connection_failure(exc)})")
     if isinstance(exc, auth_exceptions.TransportError):
-        return BackendUnavailable(f"could not get a token for Vertex AI: {_short(exc)}")
+        return BackendUnavailable(f"could not get a token for Vertex AI ({connection_failure(exc)})")
     if isinstance(exc, auth_exceptions.GoogleAuthError):
-        return BackendMisconfigured(f"cannot authenticate to Vertex AI: {_short(exc)}")
+        return BackendMisconfigured(with_reason("cannot authenticate to Vertex AI", str(exc)))
     if not isinstance(exc, exceptions.GoogleAPICallError):
-        return BackendError(f"Vertex AI call failed: {_short(exc)}")
-    message = f"Vertex AI answered {exc.code or ''} {exc.message}".strip()[:_MAX_MESSAGE]
+        return BackendError(f"Vertex AI call failed ({type(exc).__name__})")
+    # A custom container's own error body travels inside Vertex's message: keep its first clean line.
+    message = with_reason(f"Vertex AI answered {exc.code or ''}".strip(), _REST_PREFIX.sub("", exc.message))
     if isinstance(exc, exceptions.BadRequest):
         # Only a request Vertex calls INVALID_ARGUMENT is the client's fault; FAILED_PRECONDITION
         # (no model deployed), OUT_OF_RANGE and the like are the endpoint's.
@@ -279,7 +299,3 @@ def _rpc_status(exc: Any) -> str | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return status if isinstance(status, str) else None
-
-
-def _short(exc: Exception) -> str:
-    return str(exc)[:_MAX_MESSAGE]

@@ -17,9 +17,11 @@ HALF_OPEN = "half-open"
 class CircuitBreaker:
     """Opens after ``failure_threshold`` consecutive failures; after ``reset_seconds`` lets one probe through.
 
-    Callers ask ``allow()`` before the guarded call and report its outcome with ``success()`` or
-    ``failure()``. While half-open only the single probe is let through; if it never reports (its
-    caller crashed), another probe is allowed ``reset_seconds`` after it started.
+    Callers ask ``allow()`` before the guarded call and report its outcome with ``success()``,
+    ``failure()``, or ``neutral()`` for an outcome that says nothing about the guarded service's
+    health (the caller's own bad input, say). While half-open only the single probe is let
+    through; a neutral probe hands the probe on to the next caller at once, and if it never
+    reports (its caller crashed), another probe is allowed ``reset_seconds`` after it started.
     """
 
     def __init__(
@@ -86,6 +88,12 @@ class CircuitBreaker:
                 self._failures,
                 self.reset_seconds,
             )
+
+    def neutral(self) -> None:
+        """Record an outcome that proves nothing either way: a half-open probe passes to the next caller."""
+        with self._lock:
+            if self._state == HALF_OPEN:
+                self._since = self._clock() - self.reset_seconds
 
     def retry_after(self) -> float:
         """Seconds until a probe will be let through (0 when closed or when one is due now)."""

@@ -24,8 +24,11 @@ from caching.backends.base import (
     BackendError,
     BackendRejectedInput,
     BackendResult,
+    BackendTimeout,
     BackendUnavailable,
     checked_result,
+    client_numbered,
+    with_reason,
 )
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.canonical import canonical_bytes
@@ -474,9 +477,19 @@ class ReadThroughCache:
         parameters: dict[str, Any] | None,
         positions: Sequence[int],
     ) -> BackendResult:
-        """One backend call behind the model's breaker; ``positions`` number instances as the client did."""
+        """One backend call behind the model's breaker; ``positions`` number instances as the client did.
+
+        Only an unavailable or overloaded model (no connection, timeouts, 429/502/503/504)
+        counts against the breaker. Anything a request's own instances can cause (a rejection,
+        a model server's 500, a model's code raising) is that request's error and neutral, so
+        no client can switch a model off for the others.
+        """
         breaker = self.backend_breakers.get(spec.namespace)
         if not breaker.allow():
+            try:  # invalid input still gets its 400, not the model's 503
+                backend.check(instances, parameters)
+            except BackendRejectedInput as exc:
+                raise client_numbered(exc, positions) from exc
             self.stats.record(spec.namespace, breaker_rejections=1)
             raise BackendUnavailable(
                 f"{spec.model_name} is failing; calls resume in {breaker.retry_after():.1f}s (circuit open)"
@@ -485,18 +498,23 @@ class ReadThroughCache:
         try:
             result = checked_result(backend.predict(instances, parameters), len(instances))
         except BackendRejectedInput as exc:
-            # Says nothing about the model's health (often it never saw the request).
-            if exc.instance is None or not 0 <= exc.instance < len(positions):
-                raise
-            # Number the instance as the client did, not as the backend saw it (misses only).
-            raise BackendRejectedInput(f"instance {positions[exc.instance]}: {exc}") from exc
-        except BackendError:
+            breaker.neutral()
+            raise client_numbered(exc, positions) from exc
+        except (BackendUnavailable, BackendTimeout):
             breaker.failure()
             raise
+        except BackendError:
+            breaker.neutral()
+            raise
         except Exception as exc:  # a model's own code failing is the model's error, not a 500
-            breaker.failure()
+            breaker.neutral()
             logger.exception("%s raised", spec.model_name)
-            raise BackendError(f"{spec.model_name} failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+            raise BackendError(
+                with_reason(f"{spec.model_name} failed ({type(exc).__name__})", str(exc))
+            ) from exc
+        except BaseException:
+            breaker.neutral()  # interrupted: nothing learned about the model
+            raise
         breaker.success()
         return result
 

@@ -215,3 +215,29 @@ def test_registry_creates_one_breaker_per_name_under_concurrency():
     for thread in threads:
         thread.join()
     assert len({id(breaker) for breaker in seen}) == 1
+
+
+def test_a_neutral_probe_hands_the_probe_to_the_next_caller_at_once(breaker, clock):
+    fail(breaker, 3)
+    clock.advance(5.0)
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # only one at a time
+    breaker.neutral()  # the probe's request was the client's own bad input
+    assert breaker.allow()  # the next caller probes now, not a period later
+    breaker.success()
+    assert breaker.state == "closed"
+
+
+def test_neutral_outcomes_neither_count_nor_reset_failures(breaker):
+    fail(breaker, 2)
+    breaker.neutral()
+    assert breaker.state == "closed"
+    breaker.failure()  # the third consecutive failure: neutral outcomes in between do not count
+    assert breaker.state == "open"
+
+
+def test_a_neutral_outcome_while_open_does_not_shorten_the_period(breaker, clock):
+    fail(breaker, 3)
+    clock.advance(1.0)
+    breaker.neutral()  # a late call from before the breaker opened
+    assert not breaker.allow()

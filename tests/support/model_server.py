@@ -3,7 +3,13 @@
 Each instance's prediction is ``{"echo": instance, "parameters": parameters}``,
 except an object instance with a ``"return"`` field, whose prediction is that
 field's value (so tests can ask for ``0``, ``null``, ``false``, ``""`` or ``[]``).
-``GET /calls`` lists the bodies received; ``POST /control`` sets the behaviour
+Like real servers with no input schema, the server fails on some instances:
+``{"reject": "why"}`` gets a 400 ``instance <i>: why`` (``i`` counting within the
+batch it received, as TF Serving does), and ``{"crash": "why"}`` a 500 whose body is
+a Python traceback; after each 500 the server drops the connection (as uvicorn
+closes it, without ``Connection: close``): the next request sent on it gets no answer.
+``GET /calls`` lists the bodies received (and how many requests met a dropped
+connection); ``POST /control`` sets the behaviour
 (``{"status": 503, "delay": 1.5, "modelVersionId": "v2", "hold": true}``);
 with ``hold``, each predict call is recorded and then waits until ``POST /release``.
 ``POST /reset`` clears all of it and releases held calls; ``POST /reset-calls`` only the calls.
@@ -24,6 +30,7 @@ from tests.support.serving import serve
 _state_lock = threading.Lock()
 _calls: list[Any] = []
 _peer_ports: list[int] = []  # client port of each predict call: shows connection reuse
+_dropped = [0]  # requests that arrived on a connection the server had given up
 _control: dict[str, Any] = {}
 _released = threading.Event()
 
@@ -58,19 +65,28 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/calls":
             with _state_lock:
-                self._send(200, {"calls": list(_calls), "peer_ports": list(_peer_ports)})
+                self._send(
+                    200, {"calls": list(_calls), "peer_ports": list(_peer_ports), "dropped": _dropped[0]}
+                )
         elif self.path == "/healthz":
             self._send(200, {"status": "ok"})
         else:
             self._send(404, {"error": "no such route"})
 
     def do_POST(self) -> None:
+        if getattr(self, "drop_next", False):
+            # Closed after a 500: this request gets no answer at all.
+            with _state_lock:
+                _dropped[0] += 1
+            self.close_connection = True
+            return
         path = urlsplit(self.path).path
         if path == "/reset":
             with _state_lock:
                 _calls.clear()
                 _peer_ports.clear()
                 _control.clear()
+                _dropped[0] = 0
             _released.set()
             self._body()
             self._send(200, {"reset": True})
@@ -110,6 +126,15 @@ class Handler(BaseHTTPRequestHandler):
         if control.get("status"):
             self._send(control["status"], {"error": {"message": control.get("message", "failure")}})
             return
+        instances = document["instances"]
+        for index, instance in enumerate(instances):
+            if isinstance(instance, dict) and "reject" in instance:
+                self._send(400, {"error": {"message": f"instance {index}: {instance['reject']}"}})
+                return
+        for instance in instances:
+            if isinstance(instance, dict) and "crash" in instance:
+                self._crash(str(instance["crash"]))
+                return
         parameters = document.get("parameters")
         answer: dict[str, Any] = {
             "predictions": [_predict(instance, parameters) for instance in document["instances"]]
@@ -118,6 +143,20 @@ class Handler(BaseHTTPRequestHandler):
             if field in control:
                 answer[field] = control[field]
         self._send(200, answer)
+
+    def _crash(self, reason: str) -> None:
+        body = (
+            "Traceback (most recent call last):\n"
+            '  File "/srv/model/.venv/lib/python3.11/site-packages/server/predict.py", line 42, in predict\n'
+            "    return model.predict(numpy.asarray(instances))\n"
+            f"ValueError: {reason}\n"
+        ).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.drop_next = True
 
 
 def main() -> None:
