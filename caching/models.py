@@ -33,7 +33,7 @@ class ModelEndpoint(models.Model):
                 "Letters, digits, '.', '_' and '-', starting with a letter or digit.",
             )
         ],
-        help_text="Used in the URL: POST /v1/models/<name>:predict.",
+        help_text="Clients call POST /v1/models/NAME:predict with this name as NAME.",
     )
     backend = models.CharField(max_length=16, choices=BackendKind.choices)
     target = models.CharField(
@@ -44,11 +44,13 @@ class ModelEndpoint(models.Model):
         ),
     )
     api_endpoint = models.CharField(
+        "API endpoint",
         max_length=512,
         blank=True,
         help_text="vertex: replaces the regional host L-aiplatform.googleapis.com (a private endpoint).",
     )
     timeout_seconds = models.FloatField(
+        "timeout (seconds)",
         default=30.0,
         validators=[MinValueValidator(0.05), MaxValueValidator(600)],
         help_text="How long one backend call may take before the client gets a 504.",
@@ -66,8 +68,8 @@ class ModelEndpoint(models.Model):
     options = models.JSONField(
         default=dict, blank=True, help_text='Backend options, e.g. {"method": "predict_proba"}.'
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
 
     class Meta:
         ordering = ["name"]
@@ -136,29 +138,34 @@ class CachePolicy(models.Model):
     model = models.OneToOneField(ModelEndpoint, on_delete=models.CASCADE, related_name="policy")
     mode = models.CharField(max_length=16, choices=CacheMode.choices, default=CacheMode.CACHE)
     ttl_seconds = models.PositiveIntegerField(
+        "TTL (seconds)",
         default=3600,
         validators=[MinValueValidator(1), MaxValueValidator(90 * 24 * 3600)],
         help_text="How long a stored prediction is served as fresh.",
     )
     ttl_jitter = models.FloatField(
+        "TTL jitter",
         default=0.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
         help_text="Fraction of the TTL by which each entry's lifetime is randomly shortened "
         "(0.1: between 90% and 100% of the TTL), so entries written together do not expire together.",
     )
     stale_while_revalidate_seconds = models.PositiveIntegerField(
+        "stale-while-revalidate (seconds)",
         default=0,
         validators=[MaxValueValidator(7 * 24 * 3600)],
         help_text="For this long after its TTL an entry is still served at once, while one "
         "background call refreshes it.",
     )
     stale_if_error_seconds = models.PositiveIntegerField(
+        "stale-if-error (seconds)",
         default=0,
         validators=[MaxValueValidator(30 * 24 * 3600)],
         help_text="If the model fails (or its breaker is open), serve an expired entry up to this "
         "long after its TTL, marked X-Cache: STALE.",
     )
     round_decimals = models.PositiveSmallIntegerField(
+        "round to decimal places",
         null=True,
         blank=True,
         validators=[MaxValueValidator(15)],
@@ -166,12 +173,14 @@ class CachePolicy(models.Model):
         "before keying (the model still gets the original). Empty: no rounding.",
     )
     round_significant = models.PositiveSmallIntegerField(
+        "round to significant digits",
         null=True,
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(17)],
         help_text="Key rule: round every number to this many significant digits before keying.",
     )
     ignore_fields = models.JSONField(
+        "ignored fields",
         default=list,
         blank=True,
         validators=[validate_field_names],
@@ -179,17 +188,20 @@ class CachePolicy(models.Model):
         "(dotted names reach into nested objects).",
     )
     admit_after = models.PositiveSmallIntegerField(
+        "store after (requests)",
         default=1,
         validators=[MinValueValidator(1), MaxValueValidator(1000)],
         help_text="Store an instance's prediction only once it has been requested this many times.",
     )
     max_entry_bytes = models.PositiveIntegerField(
+        "largest stored prediction (bytes)",
         null=True,
         blank=True,
         validators=[MinValueValidator(1)],
         help_text="Larger predictions are served but not stored. Empty: no limit.",
     )
     compress_over_bytes = models.PositiveIntegerField(
+        "compress above (bytes)",
         null=True,
         blank=True,
         default=4096,
@@ -197,12 +209,14 @@ class CachePolicy(models.Model):
     )
     compression = models.CharField(max_length=8, choices=Compression.choices, default=Compression.ZLIB)
     max_age_seconds = models.PositiveIntegerField(
+        "max age (seconds)",
         null=True,
         blank=True,
         validators=[MinValueValidator(1)],
         help_text="Invalidation rule: entries older than this are never served, whatever their TTL.",
     )
     purge_schedule = models.CharField(
+        "purge schedule (cron)",
         max_length=100,
         blank=True,
         validators=[validate_cron],
@@ -259,8 +273,8 @@ class ModelVersionChange(models.Model):
     version = models.CharField(
         max_length=300, help_text="Tag followed since: deployedModelId/modelVersionId."
     )
-    model_version_id = models.CharField(max_length=128, blank=True)
-    deployed_model_id = models.CharField(max_length=128, blank=True)
+    model_version_id = models.CharField("model version ID", max_length=128, blank=True)
+    deployed_model_id = models.CharField("deployed model ID", max_length=128, blank=True)
     observed_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
