@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib import admin, messages
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.contrib.admin import helpers
+from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
@@ -14,12 +20,60 @@ from caching.core.store import CacheUnavailable
 from caching.models import ApiKeyGrant, CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord
 from caching.services import model_cache_purge
 
+# The navigation sidebar repeats the index page's few links and takes 300px of a 1366px laptop
+# screen, which the model list needs for its columns beside the filter.
+admin.site.enable_nav_sidebar = False
+
+# Longest target shown whole in a list; longer ones keep both ends, the full one is the tooltip.
+TARGET_LIST_CHARACTERS = 34
+
+
+def shortened(text: str, limit: int = TARGET_LIST_CHARACTERS) -> str:
+    """``text`` cut in the middle to ``limit`` characters: a URL's host and a path's end both matter."""
+    if len(text) <= limit:
+        return text
+    # The end says most (a Vertex endpoint's id, the model in a URL's path), then the start.
+    head = (limit - 1) * 2 // 5
+    return f"{text[:head]}…{text[len(text) - (limit - 1 - head) :]}"
+
+
+def backend_label(model: ModelEndpoint) -> SafeString:
+    """The backend's short value (``http``), its description as the tooltip: one line in any list."""
+    return format_html('<span title="{}">{}</span>', model.get_backend_display(), model.backend)
+
+
+def target_label(target: str) -> SafeString:
+    """A target short enough for a list column, with the full one as the tooltip."""
+    return format_html('<span class="target" title="{}">{}</span>', target, shortened(target))
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 model``, ``2 models``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def compact_time(moment: datetime | None) -> SafeString:
+    """A timestamp as 2026-12-01 21:48 (one short line), the full time in the tooltip and markup."""
+    if moment is None:
+        return format_html("{}", "-")
+    local = timezone.localtime(moment)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        local.strftime("%Y-%m-%d %H:%M"),
+    )
+
 
 class CachePolicyInline(admin.StackedInline):
+    """The model's one cache policy, edited on the model's page under a plain "Cache policy" heading."""
+
     model = CachePolicy
     can_delete = False
     min_num = 1
     max_num = 1
+    # Django's stacked inline titles each form "Cache policy: cache policy of NAME" (or "#1").
+    template = "admin/caching/edit_inline/single_stacked.html"
 
 
 class VersionChangeInline(admin.TabularInline):
@@ -80,28 +134,33 @@ class PurgeRecordAdmin(admin.ModelAdmin):
 
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(admin.ModelAdmin):
+    """Models with their cache policy; the list fits a laptop screen, purges ask before they act."""
+
     list_display = (
         "name",
-        "backend",
-        "target",
+        "backend_kind",
+        "short_target",
         "model_version",
         "followed_version",
         "cache_mode",
         "ttl",
-        "updated_at",
+        "updated",
     )
     list_filter = ("backend",)
     search_fields = ("name", "target")
     readonly_fields = ("created_at", "updated_at", "purge_history")
     inlines = [CachePolicyInline, VersionChangeInline]
+    actions = ["purge_cache"]
+    purge_confirmation_template = "admin/caching/modelendpoint/purge_confirmation.html"
+
+    class Media:
+        css = {"all": ["caching/admin.css"]}
 
     def get_inlines(
         self, request: HttpRequest, obj: ModelEndpoint | None
     ) -> list[type[admin.options.InlineModelAdmin]]:
         # A new model has no history yet; showing the empty inline would only add a formset.
         return [CachePolicyInline] if obj is None else [CachePolicyInline, VersionChangeInline]
-
-    actions = ["purge_cache"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelEndpoint]:
         latest = ModelVersionChange.objects.filter(model=OuterRef("pk")).order_by("-observed_at", "-id")
@@ -112,6 +171,14 @@ class ModelEndpointAdmin(admin.ModelAdmin):
             .annotate(latest_version=Subquery(latest.values("version")[:1]))
         )
 
+    @admin.display(description="backend", ordering="backend")
+    def backend_kind(self, obj: ModelEndpoint) -> SafeString:
+        return backend_label(obj)
+
+    @admin.display(description="target", ordering="target")
+    def short_target(self, obj: ModelEndpoint) -> SafeString:
+        return target_label(obj.target)
+
     @admin.display(description="version followed")
     def followed_version(self, obj: ModelEndpoint) -> str:
         return getattr(obj, "latest_version", None) or "-"
@@ -121,20 +188,51 @@ class ModelEndpointAdmin(admin.ModelAdmin):
         policy = getattr(obj, "policy", None)
         return "cache" if policy is None else policy.mode
 
-    @admin.display(description="TTL (s)")
+    @admin.display(description="TTL (s)", ordering="policy__ttl_seconds")
     def ttl(self, obj: ModelEndpoint) -> int | None:
         policy = getattr(obj, "policy", None)
         return None if policy is None else policy.ttl_seconds
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: ModelEndpoint) -> SafeString:
+        return compact_time(obj.updated_at)
 
     @admin.display(description="purges")
     def purge_history(self, obj: ModelEndpoint) -> str:
         if obj.pk is None:
             return "-"
-        url = f"{reverse('admin:caching_purgerecord_changelist')}?model__id__exact={obj.pk}"
-        return format_html('<a href="{}">{} recorded</a>', url, obj.purges.count())
+        return format_html('<a href="{}">{} recorded</a>', purge_history_url(obj), obj.purges.count())
 
-    @admin.action(description="Purge cached predictions of the selected models")
-    def purge_cache(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
+    @admin.action(description="Purge cached predictions of the selected models", permissions=["change"])
+    def purge_cache(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> TemplateResponse | None:
+        # Like Django's delete_selected: the changelist's POST shows what would be purged, and
+        # only the confirmation form's POST (post=yes, same CSRF and permission checks) purges.
+        if request.POST.get("post") == "yes":
+            self._purge(request, queryset)
+            return None
+        return self._purge_confirmation(request, queryset)
+
+    def _purge_confirmation(
+        self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]
+    ) -> TemplateResponse:
+        models = list(
+            queryset.annotate(purge_count=Count("purges"), last_purged_at=Max("purges__requested_at"))
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Purge the cached predictions of {counted(len(models), 'model')}?",
+            "subtitle": None,
+            "opts": self.model._meta,
+            "rows": [purge_summary_row(model) for model in models],
+            "action_name": "purge_cache",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "cancel_url": request.get_full_path(),
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.purge_confirmation_template, context)
+
+    def _purge(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
         purged = []
         for model in queryset:
             try:
@@ -146,7 +244,40 @@ class ModelEndpointAdmin(admin.ModelAdmin):
                 continue
             purged.append(model.name)
         if purged:
-            self.message_user(request, f"Purged: {', '.join(purged)}", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"Purged the cached predictions of {counted(len(purged), 'model')}: {', '.join(purged)}.",
+                messages.SUCCESS,
+            )
+
+
+def purge_history_url(model: ModelEndpoint) -> str:
+    """The purge records of ``model`` in the admin."""
+    return f"{reverse('admin:caching_purgerecord_changelist')}?model__id__exact={model.pk}"
+
+
+def purge_summary_row(model: ModelEndpoint) -> dict[str, object]:
+    """What the purge confirmation shows of one model: what it is and what was purged before."""
+    count = getattr(model, "purge_count", 0)
+    last = getattr(model, "last_purged_at", None)
+    if count:
+        history = format_html(
+            '<a href="{}">{}</a>, last {}',
+            purge_history_url(model),
+            counted(count, "purge"),
+            compact_time(last),
+        )
+    else:
+        history = format_html("{}", "never purged")
+    policy = getattr(model, "policy", None)
+    return {
+        "model": model,
+        "url": reverse("admin:caching_modelendpoint_change", args=[model.pk]),
+        "backend": backend_label(model),
+        "target": target_label(model.target),
+        "ttl": None if policy is None else policy.ttl_seconds,
+        "history": history,
+    }
 
 
 class ApiKeyGrantInline(admin.StackedInline):
