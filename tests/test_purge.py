@@ -237,9 +237,10 @@ def test_reclaim_of_every_model_and_the_records_it_completes(api, backend, http_
 def test_admin_purge_action_records_the_user(admin_client, admin_user, api, backend, http_model):
     api.predict("echo", {"instances": [[1]]})
 
+    # "post": the admin's confirmation page posts it; the action's first POST only asks.
     admin_client.post(
         "/admin/caching/modelendpoint/",
-        {"action": "purge_cache", "_selected_action": [http_model.pk]},
+        {"action": "purge_cache", "post": "yes", "_selected_action": [http_model.pk]},
         follow=True,
     )
 
