@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -130,3 +131,18 @@ def vertex_endpoint_deployments(*, model_id: int) -> list[dict[str, str]]:
 def api_key_may_administer(*, api_key: APIKey) -> bool:
     """Whether ``api_key`` was granted the management API (read fresh: revoking takes effect now)."""
     return ApiKeyGrant.objects.filter(api_key_id=api_key.pk, may_administer=True).exists()
+
+
+def model_settings_describe(*, model: ModelEndpoint) -> dict[str, Any]:
+    """A model's registered settings and its whole cache policy, as plain JSON values."""
+    policy = getattr(model, "policy", None) or CachePolicy(model=model)
+
+    def fields(row: ModelEndpoint | CachePolicy, skip: set[str]) -> dict[str, Any]:
+        values = {}
+        for field in row._meta.concrete_fields:
+            if field.name not in skip:
+                value = getattr(row, field.attname)
+                values[field.name] = value.isoformat() if hasattr(value, "isoformat") else value
+        return values
+
+    return {**fields(model, {"id"}), "policy": fields(policy, {"id", "model"})}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, close_old_connections, connections, transaction
 from django.utils import timezone
 from rest_framework_api_key.models import APIKey
@@ -93,8 +94,8 @@ def served_prediction(
 def model_upsert(
     *,
     name: str,
-    backend: str,
-    target: str,
+    backend: str | None = None,
+    target: str | None = None,
     api_endpoint: str | None = None,
     timeout_seconds: float | None = None,
     model_version: str | None = None,
@@ -103,8 +104,9 @@ def model_upsert(
 ) -> tuple[ModelEndpoint, bool]:
     """Create or update a model and its policy; arguments left as ``None`` keep their value.
 
-    ``policy_fields`` holds :class:`CachePolicy` fields (``ttl_seconds=60``, ``mode="bypass"``...).
-    Raises ValidationError for invalid values, and changes nothing then.
+    ``backend`` and ``target`` are needed only to create a model. ``policy_fields`` holds
+    :class:`CachePolicy` fields (``ttl_seconds=60``, ``mode="bypass"``...). Raises
+    ValidationError for invalid values, and changes nothing then.
     """
     unknown = set(policy_fields) - {field.name for field in CachePolicy._meta.get_fields()} - {"model", "id"}
     if unknown:
@@ -112,10 +114,12 @@ def model_upsert(
     model = ModelEndpoint.objects.filter(name=name).first()
     created = model is None
     if model is None:
+        if backend is None or target is None:
+            raise ValidationError(f"{name!r} is a new model: give its backend and target")
         model = ModelEndpoint(name=name)
-    model.backend = backend
-    model.target = target
     for field, value in (
+        ("backend", backend),
+        ("target", target),
         ("api_endpoint", api_endpoint),
         ("timeout_seconds", timeout_seconds),
         ("model_version", model_version),
@@ -352,10 +356,20 @@ def model_stats(*, model: ModelEndpoint) -> dict[str, Any]:
     looked_up = counters["hits"] + counters["misses"]
     version, retired = runtime.store.followed_version(namespace)
     last_change = model.version_changes.first()
+    # Estimates: each request served without the cache would have made one backend call, and
+    # each hit would have cost what an answered instance costs the model on average.
+    ms_per_instance = (
+        counters["backend_us"] / 1000 / counters["backend_answered"] if counters["backend_answered"] else None
+    )
     return {
         "model": model.name,
         **counters,
         "hit_ratio": round(counters["hits"] / looked_up, 4) if looked_up else None,
+        "backend_ms_per_instance": None if ms_per_instance is None else round(ms_per_instance, 3),
+        "backend_calls_saved": max(0, counters["requests"] - counters["backend_calls"]),
+        "backend_seconds_saved": None
+        if ms_per_instance is None
+        else round(counters["hits"] * ms_per_instance / 1000, 3),
         "generation": runtime.store.generation(namespace),
         "version": version,
         "retired_versions": retired,

@@ -179,3 +179,80 @@ def test_invalid_policy_flags_are_refused_and_change_nothing(db, flags):
     with pytest.raises(CommandError):
         call_command(*base, *flags)
     assert CachePolicy.objects.get(model__name="p").ttl_seconds == 120
+
+
+def test_upsert_of_an_existing_model_needs_only_the_flags_that_change(http_model, backend, capsys):
+    assert "updated model echo" in run("models", "upsert", "echo", "--ttl", "5", capsys=capsys).out
+    model = ModelEndpoint.objects.get(name="echo")
+    assert (model.backend, model.target, model.policy.ttl_seconds) == ("http", backend.predict_url, 5)
+
+
+def test_upsert_of_a_new_model_asks_for_its_backend_and_target(db):
+    with pytest.raises(CommandError, match="'fresh' is a new model: give its backend and target"):
+        call_command("predcache", "models", "upsert", "fresh", "--ttl", "5")
+    assert not ModelEndpoint.objects.exists()
+
+
+def test_models_show_json_has_the_model_and_its_whole_policy(http_model, backend, capsys):
+    run("models", "upsert", "echo", "--ttl", "90", "--stale-if-error", "30", capsys=capsys)
+    shown = json.loads(run("models", "show", "echo", "--json", capsys=capsys).out)
+    assert (shown["name"], shown["backend"], shown["target"]) == ("echo", "http", backend.predict_url)
+    assert shown["policy"]["ttl_seconds"] == 90
+    assert shown["policy"]["stale_if_error_seconds"] == 30
+    assert {"mode", "ttl_jitter", "round_decimals", "ignore_fields", "purge_schedule"} <= set(shown["policy"])
+
+
+def test_models_show_reads_as_fields_and_values(http_model, capsys):
+    out = run("models", "show", "echo", capsys=capsys).out
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert lines["name"] == "echo"
+    assert lines["policy.ttl_seconds"] == "300"
+    assert lines["policy.round_decimals"] == "-"
+
+
+def test_models_show_unknown_model_fails():
+    with pytest.raises(CommandError, match="no model"):
+        call_command("predcache", "models", "show", "missing")
+
+
+def test_stats_is_a_table_with_what_the_cache_saved(api, backend, http_model, local_model, capsys):
+    api.predict("echo", {"instances": [[1], [2]]})
+    api.predict("echo", {"instances": [[1], [2]]})
+    api.predict("echo", {"instances": [[1]]})
+    runtime = get_runtime()
+    runtime.stats.flush(runtime.client, runtime.keyspace)
+
+    header, *rows = run("stats", capsys=capsys).out.splitlines()
+    assert header.split("  ")[0].strip() == "MODEL"
+    assert "CALLS SAVED" in header and "TIME SAVED" in header
+    echo = next(row for row in rows if row.startswith("echo "))
+    cells = echo.split()
+    # 3 requests, 5 instances: 2 misses in one call, then 3 hits; 2 calls saved.
+    assert cells[1:6] == ["3", "60.0%", "3", "2", "1"]
+    assert cells[6] == "2"
+    time_saved, unit = cells[7], cells[8]
+    assert unit == "s" and float(time_saved) >= 0  # "-" until the model has answered
+    assert next(row for row in rows if row.startswith("iris ")).split()[1] == "0"
+
+
+def test_stats_of_one_model_labels_every_figure(api, backend, http_model, capsys):
+    api.predict("echo", {"instances": [[1]]})
+    api.predict("echo", {"instances": [[1]]})
+    runtime = get_runtime()
+    runtime.stats.flush(runtime.client, runtime.keyspace)
+
+    lines = {
+        line.split("  ")[0]: line.split("  ")[-1].strip()
+        for line in run("stats", "echo", capsys=capsys).out.splitlines()
+    }
+    assert lines["requests"] == "2"
+    assert lines["hit ratio (of instances looked up)"] == "50.0%"
+    assert lines["backend calls saved (~ requests - calls)"] == "1"
+    assert lines["backend time saved (~ hits * time per instance)"].endswith(" s")
+    assert lines["backend time per instance"].endswith(" ms")
+
+
+def test_keys_create_says_the_key_follows(db, capsys):
+    captured = run("keys", "create", "ops", capsys=capsys)
+    assert captured.err.strip() == "created API key 'ops'; store it now, it is not shown again (next line):"
+    assert len(captured.out.strip().splitlines()) == 1

@@ -18,6 +18,8 @@ STAT_FIELDS = (
     "bypassed",
     "backend_calls",
     "backend_instances",
+    "backend_answered",  # instances of the backend calls that succeeded
+    "backend_us",  # time those calls took, in microseconds
     "decode_errors",
     "store_errors",
     "not_stored",

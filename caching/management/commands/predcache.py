@@ -15,7 +15,9 @@ from caching.backends import BACKEND_KINDS
 from caching.backends.base import BackendError
 from caching.core.canonical import InvalidJSON, parse_json
 from caching.core.store import CacheUnavailable
+from caching.management import reports
 from caching.models import CacheMode, ModelEndpoint
+from caching.selectors import model_settings_describe
 from caching.services import (
     CLEAR,
     PurgeRefused,
@@ -40,10 +42,12 @@ class Command(BaseCommand):
         models = commands.add_parser("models", help="register and list models").add_subparsers(
             dest="models_command", required=True
         )
-        upsert = models.add_parser("upsert", help="create or update a model (idempotent)")
+        upsert = models.add_parser(
+            "upsert", help="create or update a model (idempotent; flags left out keep their value)"
+        )
         upsert.add_argument("name")
-        upsert.add_argument("--backend", required=True, choices=BACKEND_KINDS)
-        upsert.add_argument("--target", required=True)
+        upsert.add_argument("--backend", choices=BACKEND_KINDS, help="needed only for a new model")
+        upsert.add_argument("--target", help="needed only for a new model")
         upsert.add_argument("--api-endpoint")
         upsert.add_argument("--ttl", type=int, help="seconds a prediction is served as fresh")
         upsert.add_argument(
@@ -89,6 +93,9 @@ class Command(BaseCommand):
             "--no-cache", dest="mode", action="store_const", const="bypass", help="= --mode bypass"
         )
         models.add_parser("list", help="list registered models")
+        show = models.add_parser("show", help="a model's settings and its whole cache policy")
+        show.add_argument("name")
+        show.add_argument("--json", action="store_true", help="one JSON object")
 
         keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
             dest="keys_command", required=True
@@ -121,9 +128,11 @@ class Command(BaseCommand):
         warm.add_argument("--file", required=True, type=Path, help="JSON Lines, one instance a line")
         warm.add_argument("--parameters", help="JSON object of parameters sent with every instance")
 
-        stats = commands.add_parser("stats", help="hit and miss counters per model")
+        stats = commands.add_parser(
+            "stats", help="requests, hits and what the cache saved: a table of models, or one model in full"
+        )
         stats.add_argument("name", nargs="?")
-        stats.add_argument("--json", action="store_true", help="one JSON object per model")
+        stats.add_argument("--json", action="store_true", help="one JSON object per model, one per line")
 
     def handle(self, *args: Any, **options: Any) -> None:
         command = options["command"]
@@ -141,6 +150,13 @@ class Command(BaseCommand):
             raise CommandError(f"Redis is unavailable: {exc}") from exc
 
     def _models(self, options: dict[str, Any]) -> None:
+        if options["models_command"] == "show":
+            described = model_settings_describe(model=_model_named(options["name"]))
+            if options["json"]:
+                self.stdout.write(orjson.dumps(described).decode())
+            else:
+                self.stdout.write(reports.model_detail(described))
+            return
         if options["models_command"] == "list":
             for model in ModelEndpoint.objects.select_related("policy"):
                 policy = getattr(model, "policy", None)
@@ -176,7 +192,8 @@ class Command(BaseCommand):
 
     def _keys_create(self, label: str, may_administer: bool) -> None:
         key = api_key_create(label=label, may_administer=may_administer)
-        self.stderr.write(f"created API key {label!r}; store it now, it is not shown again:")
+        # The key alone on stdout, last, for scripts (KEY=$(... keys create x)); the note on stderr.
+        self.stderr.write(f"created API key {label!r}; store it now, it is not shown again (next line):")
         self.stdout.write(key)
 
     def _purge(self, options: dict[str, Any]) -> None:
@@ -229,23 +246,16 @@ class Command(BaseCommand):
 
     def _stats(self, name: str | None, as_json: bool) -> None:
         models = [_model_named(name)] if name else list(ModelEndpoint.objects.all())
-        for model in models:
-            stats = model_stats(model=model)
-            if as_json:
+        all_stats = [model_stats(model=model) for model in models]
+        if as_json:
+            for stats in all_stats:
                 self.stdout.write(orjson.dumps(stats).decode())
-            else:
-                self.stdout.write("  ".join(f"{key}={_plain(value)}" for key, value in stats.items()))
-
-
-def _plain(value: Any) -> str:
-    """One stats value as a single shell-friendly word."""
-    if value is None or value == "" or value == []:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    if isinstance(value, dict):
-        return orjson.dumps(value).decode()
-    return str(value)
+        elif name:
+            self.stdout.write(reports.stats_detail(all_stats[0]))
+        elif all_stats:
+            self.stdout.write(reports.stats_summary(all_stats))
+        else:
+            self.stdout.write("no models are registered (predcache models upsert NAME ...)")
 
 
 def _model_named(name: str) -> ModelEndpoint:
