@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,30 +22,26 @@ sys.path.insert(0, str(REPO))
 from predcache_site.local_redis import (  # noqa: E402  (after the path tweak)
     DEFAULT_LOCAL_URL,
     RedisServer,
+    free_port,
     redis_answers,
-    wait_until,
 )
 
 VAR = REPO / "var"
 PYTHON = sys.executable
 DEMO_KEY_FILE = VAR / "demo-api-key"
-INSTANCE = '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
+# The demo checks itself with one pair of instances and hands the user another, not yet cached.
+CHECK_INSTANCES = '{"instances": [[5.0, 3.4, 1.5, 0.2], [6.3, 2.9, 5.6, 1.8]]}'
+TRY_INSTANCES = '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
 
 
-def manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
-    result = subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        check=True,
-        text=True,
-        stdout=subprocess.PIPE if capture else None,
-    )
-    return result.stdout or ""
+def manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=env, check=True)
 
 
 def ensure_secret_key() -> None:
     """Keep a per-checkout secret key in .env (git-ignored), made on first run; settings read it."""
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return
     env_file = REPO / ".env"
     if env_file.exists() and "DJANGO_SECRET_KEY=" in env_file.read_text():
         return
@@ -64,6 +61,20 @@ def choose_redis() -> tuple[str, RedisServer | None]:
     return server.url, server
 
 
+def claim_port(port: int) -> socket.socket:
+    """Bind the demo's port now and hand the socket to gunicorn, so what answers there is ours."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("127.0.0.1", port))
+    except OSError:
+        listener.close()
+        sys.exit(f"port {port} is in use; rerun with PORT=<a free port>, e.g. PORT={free_port()} make demo")
+    listener.listen(128)
+    listener.set_inheritable(True)
+    return listener
+
+
 def demo_key(env: dict[str, str]) -> str:
     if DEMO_KEY_FILE.exists():
         key = DEMO_KEY_FILE.read_text().strip()
@@ -71,16 +82,24 @@ def demo_key(env: dict[str, str]) -> str:
         check += f"sys.exit(0 if APIKey.objects.is_valid('{key}') else 1)"
         if subprocess.run([PYTHON, "manage.py", "shell", "-c", check], cwd=REPO, env=env).returncode == 0:
             return key
-    key = manage("predcache", "keys", "create", "demo", env=env, capture=True).strip().splitlines()[-1]
+    created = subprocess.run(
+        [PYTHON, "manage.py", "predcache", "keys", "create", "demo"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,  # the demo prints the key itself, below
+        text=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
     DEMO_KEY_FILE.write_text(key + "\n")
     DEMO_KEY_FILE.chmod(0o600)
     return key
 
 
-def ask(url: str, key: str) -> tuple[str, str]:
+def ask(url: str, key: str, document: str) -> tuple[str, str]:
     request = urllib.request.Request(
         url,
-        data=INSTANCE.encode(),
+        data=document.encode(),
         method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Api-Key {key}"},
     )
@@ -88,11 +107,27 @@ def ask(url: str, key: str) -> tuple[str, str]:
         return response.headers["X-Cache"], response.read().decode()
 
 
+def wait_for_gunicorn(process: subprocess.Popen[bytes], base: str, timeout: float = 60) -> None:
+    """Until our gunicorn answers /readyz; exits at once (non-zero) if gunicorn stops first."""
+    deadline = time.monotonic() + timeout
+    while not _ready(base):
+        if process.poll() is not None:
+            sys.exit(
+                f"gunicorn exited with status {process.returncode} before it was ready (its log is above)"
+            )
+        if time.monotonic() > deadline:
+            sys.exit(f"gunicorn did not answer {base}/readyz within {timeout:.0f} s (its log is above)")
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop children on SIGTERM as on Ctrl-C
+    port_text = os.environ.get("PORT", "8000")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        sys.exit(f"PORT={port_text} is not a TCP port number")
+    port = int(port_text)
+    listener = claim_port(port)  # first: a taken port must fail fast, before anything is set up
     VAR.mkdir(exist_ok=True)
     ensure_secret_key()
-    port = os.environ.get("PORT", "8000")
     redis_url, embedded = choose_redis()
     env = {**os.environ, "REDIS_URL": redis_url}
     env.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
@@ -123,11 +158,12 @@ def main() -> None:
         )
         key = demo_key(env)
         gunicorn = [PYTHON, "-m", "gunicorn", "-c", "predcache_site/gunicorn_conf.py", "predcache_site.wsgi"]
-        env.update(GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_ACCESS_LOG="-")
-        processes.append(subprocess.Popen(gunicorn, cwd=REPO, env=env))
+        env.update(GUNICORN_BIND=f"fd://{listener.fileno()}", GUNICORN_ACCESS_LOG="-")
+        processes.append(subprocess.Popen(gunicorn, cwd=REPO, env=env, pass_fds=(listener.fileno(),)))
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _ready(base), timeout=30, what="gunicorn to answer /readyz")
+        wait_for_gunicorn(processes[0], base)
         url = f"{base}/v1/models/iris:predict"
+        # A fresh start: the instances below are not cached yet, so their first answer is a MISS.
         subprocess.run(
             [PYTHON, "manage.py", "predcache", "purge", "iris"],
             cwd=REPO,
@@ -135,17 +171,21 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        first, second = ask(url, key), ask(url, key)
+        first, second = ask(url, key, CHECK_INSTANCES), ask(url, key, CHECK_INSTANCES)
         print(
             f"""
 predcache is running at {base}   (Redis: {redis_url}{" embedded" if embedded else ""})
-  first request:  X-Cache: {first[0]}  {first[1]}
-  second request: X-Cache: {second[0]}  {second[1]}
+  self-check, first request:  X-Cache: {first[0]}  {first[1]}
+  self-check, second request: X-Cache: {second[0]}  {second[1]}
 
-Try it:
+API key (kept in {DEMO_KEY_FILE.relative_to(REPO)}):
+  {key}
+
+Try it: run this twice. The first answer is computed by the model (X-Cache: MISS),
+the second comes from Redis (X-Cache: HIT).
   curl -i -X POST {url} \\
     -H 'Authorization: Api-Key {key}' -H 'Content-Type: application/json' \\
-    -d '{INSTANCE}'
+    -d '{TRY_INSTANCES}'
 
 Admin: {base}/admin/ (create a login: .venv/bin/python manage.py createsuperuser)
 API docs: {base}/v1/docs     CLI: REDIS_URL={redis_url} .venv/bin/python manage.py predcache stats
@@ -161,6 +201,7 @@ Press Ctrl-C to stop.
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=15)
+        listener.close()
         if embedded is not None:
             embedded.stop()
 

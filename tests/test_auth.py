@@ -61,3 +61,17 @@ def test_revoked_key_stops_working(http_model, backend, api_key):
     key.save()  # the admin saves the row; the signal drops this process's remembered keys
 
     assert _post({"X-Api-Key": api_key}).status_code == 401
+
+
+def test_a_bearer_token_is_told_what_predcache_expects(http_model, backend):
+    response = _post({"Authorization": "Bearer ya29.a0AfB_token"})
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Api-Key"
+    message = response.json()["error"]["message"]
+    assert message.startswith("predcache does not take Bearer tokens")
+    assert "Authorization: Api-Key <key>" in message and "X-Api-Key" in message
+
+
+def test_a_key_header_wins_over_a_bearer_token(http_model, backend, api_key):
+    """Google's client libraries send their access token as well as x-goog-api-key."""
+    assert _post({"Authorization": "Bearer ya29.token", "X-Goog-Api-Key": api_key}).status_code == 200

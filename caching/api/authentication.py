@@ -68,6 +68,14 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, APIKey] | None:
         key = presented_key(request)
         if key is None:
+            scheme = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
+            if scheme.lower() == "bearer":
+                # An OAuth token (a Google access token, say) is not a predcache key: say what is.
+                # Other schemes (Basic from a proxy in front of the admin) are left to the session.
+                raise AuthenticationFailed(
+                    "predcache does not take Bearer tokens: send 'Authorization: Api-Key <key>' "
+                    "or an 'X-Api-Key: <key>' header"
+                )
             return None
         api_key = _verify(key)
         if api_key is None:
