@@ -128,3 +128,46 @@ def test_wrong_prediction_count_is_a_backend_error():
 def test_bad_targets_are_refused(target):
     with pytest.raises(BackendConfigError):
         HttpBackend(target, timeout_seconds=1)
+
+
+@pytest.fixture(scope="module")
+def uvicorn_url():
+    from tests.support.processes import server_process
+
+    with server_process("tests.support.asgi_model_server") as url:
+        yield url
+
+
+def test_a_connection_uvicorn_closed_after_a_500_is_resent_not_failed(uvicorn_url):
+    """Right after a 500, uvicorn closes the connection; the next request sent on it gets a reset."""
+    backend = HttpBackend(f"{uvicorn_url}/predict", timeout_seconds=5)
+    for number in range(200):
+        with pytest.raises(BackendError, match="HTTP 500"):
+            backend.predict([["not a number"]], None)
+        assert backend.predict([[number, 1]], None).predictions == [number + 1.0]
+
+
+def test_a_server_that_drops_every_connection_is_unavailable_after_one_resend():
+    """The resend goes on a new connection; when that one fails too, it is the server's failure."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+
+    def drop_each_request() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection.recv(65536))
+            connection.close()
+
+    threading.Thread(target=drop_each_request, daemon=True).start()
+    try:
+        backend = HttpBackend(f"http://127.0.0.1:{listener.getsockname()[1]}/predict", timeout_seconds=5)
+        with pytest.raises(BackendUnavailable, match=r"^model server connection failed \(connection"):
+            backend.predict([1], None)
+        assert len(accepted) == 2  # sent once, resent once on a new connection, never more
+    finally:
+        listener.close()
