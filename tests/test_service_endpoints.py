@@ -39,10 +39,11 @@ def test_docs_ui_is_served(client):
 
 def test_openapi_schema_describes_the_vertex_routes(client):
     schema = client.get("/v1/schema", headers={"Accept": "application/vnd.oai.openapi+json"}).json()
-    predict = schema["paths"]["/v1/{endpoint}:predict"]["post"]
+    endpoint = "/v1/projects/{project}/locations/{location}/endpoints/{endpoint}"
+    predict = schema["paths"][f"{endpoint}:predict"]["post"]
     assert predict["operationId"] == "vertex_predict"
     assert {"200", "400", "404", "502", "503", "504"} <= set(predict["responses"])
-    assert schema["paths"]["/v1/{endpoint}"]["get"]["operationId"] == "vertex_endpoint"
+    assert schema["paths"][endpoint]["get"]["operationId"] == "vertex_endpoint"
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

@@ -11,21 +11,19 @@ import re
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 from rest_framework_api_key.models import APIKey
 
 from caching.api import schema
 from caching.api.authentication import ApiKeyAuthentication
 from caching.api.errors import ApiError
 from caching.api.parsing import read_json_body, too_large
-from caching.api.views import JsonOnlyNegotiation
+from caching.api.views import JsonApiView
 from caching.core.canonical import InvalidJSON
 from caching.core.store import CacheUnavailable
 from caching.models import MODEL_NAME_PATTERN, ModelEndpoint, PurgeRecord, PurgeScope
@@ -87,21 +85,46 @@ def purge_request(document: Any) -> tuple[str | None, list[Any] | None, dict[str
     return None, instances, parameters
 
 
-class PurgeRequestSerializer(serializers.Serializer):
-    version = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        help_text="Purge only this version (deployedModelId, modelVersionId or both as D/V).",
-    )
-    instances = serializers.ListField(
-        child=serializers.JSONField(),
-        required=False,
-        min_length=1,
-        help_text="Purge only these instances (their entries are deleted now).",
-    )
-    parameters = serializers.DictField(
-        required=False, help_text="With 'instances': the parameters they were asked with."
-    )
+class PurgeRequest(schema.JsonBody):
+    """What purge_request accepts: one of three shapes, never two at once."""
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        version = {
+            "type": "string",
+            "maxLength": PurgeRecord._meta.get_field("version").max_length,
+            "description": "Purge only this version (deployedModelId, modelVersionId or both as D/V).",
+        }
+        return {
+            "oneOf": [
+                {
+                    "title": "Whole model",
+                    "description": "`{}` purges every cached prediction of the model.",
+                    "type": "object",
+                    "properties": {},
+                    "additionalProperties": False,
+                },
+                {
+                    "title": "One version",
+                    "type": "object",
+                    "properties": {"version": version},
+                    "required": ["version"],
+                    "additionalProperties": False,
+                },
+                {
+                    "title": "Some instances",
+                    "type": "object",
+                    "properties": {
+                        "instances": schema.instances_schema(
+                            "Purge only these instances (their entries are deleted now)."
+                        ),
+                        "parameters": schema.parameters_schema("The parameters they were asked with."),
+                    },
+                    "required": ["instances"],
+                    "additionalProperties": False,
+                },
+            ]
+        }
 
 
 class PurgeResponseSerializer(serializers.Serializer):
@@ -115,16 +138,15 @@ class PurgeResponseSerializer(serializers.Serializer):
     purge_id = serializers.IntegerField(help_text="The purge record, in the admin's purge history.")
 
 
-def _error(status: int, code: str, description: str) -> dict[int, OpenApiResponse]:
-    example = OpenApiExample(code, value={"error": {"code": code, "message": description}})
-    return {status: OpenApiResponse(schema.ERROR_SERIALIZER, description=description, examples=[example])}
-
-
 _PURGE_ERRORS = {
-    **{status: schema.ERROR_RESPONSES[status] for status in (400, 401, 404, 405, 411, 413, 415)},
-    **_error(403, "permission_denied", "The API key may predict but not manage"),
-    **_error(409, "version_not_served", "No entry of that version is served (retired, or never seen)"),
-    **_error(503, "cache_unavailable", "Redis is unavailable; nothing was purged"),
+    **schema.errors(400, 401),
+    403: schema.error_response("permission_denied", "The API key may predict but not manage"),
+    **schema.errors(404, 405),
+    409: schema.error_response(
+        "version_not_served", "No entry of that version is served (retired, or never seen)"
+    ),
+    **schema.errors(411, 413, 415),
+    503: schema.error_response("cache_unavailable", "Redis is unavailable; nothing was purged"),
 }
 
 
@@ -132,14 +154,11 @@ def _not_found(model: str) -> ApiError:
     return ApiError(404, "model_not_found", f"no model is registered as {model[:128]!r}")
 
 
-class PurgeView(APIView):
+class PurgeView(JsonApiView):
     """``POST /v1/admin/models/{model}:purge`` — purge a model, one version, or some instances."""
 
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [IsAdminKeyOrStaff]
-    parser_classes: list[Any] = []  # the body is parsed strictly (orjson) in read_json_body
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = JsonOnlyNegotiation
 
     @extend_schema(
         operation_id="admin_purge",
@@ -150,10 +169,13 @@ class PurgeView(APIView):
             "deletes exactly the entries of those instances. Needs an API key created with "
             "`--admin` (or granted in the admin), or a staff session."
         ),
-        parameters=[
-            OpenApiParameter("model", str, OpenApiParameter.PATH, description="Registered model name")
+        parameters=[schema.MODEL_PARAMETER],
+        request=schema.json_request(PurgeRequest),
+        examples=[
+            OpenApiExample("Whole model", value={}, request_only=True),
+            OpenApiExample("One version", value={"version": "1234567890"}, request_only=True),
+            OpenApiExample("Some instances", value={"instances": [[5.1, 3.5, 1.4, 0.2]]}, request_only=True),
         ],
-        request=PurgeRequestSerializer,
         responses={
             200: OpenApiResponse(PurgeResponseSerializer, description="The purge done"),
             **_PURGE_ERRORS,

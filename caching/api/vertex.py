@@ -10,22 +10,42 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse, JsonResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.renderers import JSONRenderer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
-from rest_framework.views import APIView
 
 from caching.api import schema
 from caching.api.errors import ApiError
 from caching.api.parsing import predict_payload, read_json_body
-from caching.api.views import JsonOnlyNegotiation, cache_directives, prediction_response, serve
+from caching.api.views import JsonApiView, cache_directives, prediction_response, serve
 from caching.backends.vertex import TARGET_PATTERN
 from caching.selectors import served_vertex_model_get, vertex_endpoint_deployments
 from caching.services import vertex_prediction_serve
 
-ENDPOINT_PATH = r"v1/(?P<endpoint>projects/[^/]+/locations/[^/]+/endpoints/[^/:]+)"
+# One path parameter per segment, as OpenAPI path parameters hold no "/". The segments are
+# loose here and checked against TARGET_PATTERN in the view, so a bad one is a JSON 404 that
+# names the endpoint.
+ENDPOINT_PATH = (
+    r"v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    r"/endpoints/(?P<endpoint>[^/:]+)"
+)
+
+
+def _segment(name: str, pattern: str, example: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name,
+        str,
+        OpenApiParameter.PATH,
+        description=description,
+        pattern=pattern,
+        examples=[OpenApiExample(example, value=example)],
+    )
+
+
+# The patterns are TARGET_PATTERN's, segment by segment.
 _PATH_PARAMETERS = [
-    OpenApiParameter("endpoint", str, OpenApiParameter.PATH, description="projects/P/locations/L/endpoints/E")
+    _segment("project", r"^[^/\s]+$", "my-project", "Google Cloud project ID or number"),
+    _segment("location", r"^[a-z0-9-]+$", "us-central1", "Vertex AI region"),
+    _segment("endpoint", r"^[^/\s:]+$", "1234567890", "Vertex AI endpoint ID"),
 ]
 
 
@@ -33,40 +53,39 @@ def _not_found(endpoint: str) -> ApiError:
     return ApiError(404, "model_not_found", f"no vertex model is registered for {endpoint[:300]!r}")
 
 
-def _checked(endpoint: str) -> str:
-    if not TARGET_PATTERN.fullmatch(endpoint):
-        raise _not_found(endpoint)
-    return endpoint
+def _resource_name(project: str, location: str, endpoint: str) -> str:
+    """``projects/P/locations/L/endpoints/E``, or a 404 if that is not a Vertex endpoint's name."""
+    name = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
+    if not TARGET_PATTERN.fullmatch(name):
+        raise _not_found(name)
+    return name
 
 
-class VertexPredictView(APIView):
+class VertexPredictView(JsonApiView):
     """``POST /v1/projects/P/locations/L/endpoints/E:predict`` with Vertex AI's request and response."""
-
-    parser_classes: list[Any] = []
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = JsonOnlyNegotiation
 
     @extend_schema(
         operation_id="vertex_predict",
         summary="Vertex AI PredictionService.Predict, answered from the cache where possible",
         parameters=[*_PATH_PARAMETERS, *schema.CACHE_HEADERS],
-        request=schema.PredictRequestSerializer,
+        request=schema.json_request(schema.PredictRequest),
+        examples=schema.PREDICT_EXAMPLES,
         responses={
             200: OpenApiResponse(
                 schema.VertexPredictResponseSerializer, description="Vertex AI PredictResponse"
             ),
-            **schema.ERROR_RESPONSES,
+            **schema.PREDICT_ERRORS,
         },
     )
-    def post(self, request: Request, endpoint: str) -> HttpResponse:
-        endpoint = _checked(endpoint)
+    def post(self, request: Request, project: str, location: str, endpoint: str) -> HttpResponse:
+        name = _resource_name(project, location, endpoint)
         instances, parameters = predict_payload(read_json_body(request))
         directives = cache_directives(request)
         _, result = serve(
             lambda: vertex_prediction_serve(
-                endpoint=endpoint, instances=instances, parameters=parameters, directives=directives
+                endpoint=name, instances=instances, parameters=parameters, directives=directives
             ),
-            not_found=lambda: _not_found(endpoint),
+            not_found=lambda: _not_found(name),
         )
         # Protobuf JSON leaves out unset fields rather than sending null.
         body: dict[str, Any] = {"predictions": result.predictions}
@@ -77,27 +96,29 @@ class VertexPredictView(APIView):
         return prediction_response(body, result)
 
 
-class VertexEndpointView(APIView):
+class VertexEndpointView(JsonApiView):
     """``GET /v1/projects/P/locations/L/endpoints/E``: enough of the Endpoint resource for the SDK."""
 
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = JsonOnlyNegotiation
+    http_method_names = ["get", "head"]
 
     @extend_schema(
         operation_id="vertex_endpoint",
         summary="Vertex AI EndpointService.GetEndpoint for a registered vertex model",
         parameters=_PATH_PARAMETERS,
-        responses={200: schema.VertexEndpointSerializer, 404: schema.ERROR_RESPONSES[404]},
+        responses={
+            200: schema.VertexEndpointSerializer,
+            **schema.errors(401, 404, 405),
+        },
     )
-    def get(self, request: Request, endpoint: str) -> JsonResponse:
-        endpoint = _checked(endpoint)
-        served = served_vertex_model_get(endpoint=endpoint)
+    def get(self, request: Request, project: str, location: str, endpoint: str) -> JsonResponse:
+        name = _resource_name(project, location, endpoint)
+        served = served_vertex_model_get(endpoint=name)
         if served is None:
-            raise _not_found(endpoint)
+            raise _not_found(name)
         deployed = vertex_endpoint_deployments(model_id=served.model_id)
         return JsonResponse(
             {
-                "name": endpoint,
+                "name": name,
                 "displayName": served.name,
                 "deployedModels": deployed,
                 "trafficSplit": {model["id"]: 100 for model in deployed[:1]},

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -53,26 +53,33 @@ class JsonOnlyNegotiation(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class PredictView(APIView):
-    """``POST /v1/models/{model}:predict`` — predictions, served from the cache where possible."""
+class JsonApiView(APIView):
+    """A route that answers JSON, parses any body itself, and only its own methods.
 
+    ``http_method_names`` names those methods alone, so OPTIONS, HEAD and the rest are a
+    JSON 405 with an ``Allow`` header (DRF would answer OPTIONS with its metadata).
+    """
+
+    http_method_names = ["post"]
     parser_classes: list[Any] = []  # the body is parsed strictly (orjson) in read_json_body
     renderer_classes = [JSONRenderer]  # for errors; predictions are rendered with orjson below
     content_negotiation_class = JsonOnlyNegotiation
 
+
+class PredictView(JsonApiView):
+    """``POST /v1/models/{model}:predict`` — predictions, served from the cache where possible."""
+
     @extend_schema(
         operation_id="predict",
         summary="Predict, answering repeated instances from the cache",
-        parameters=[
-            OpenApiParameter("model", str, OpenApiParameter.PATH, description="Registered model name"),
-            *schema.CACHE_HEADERS,
-        ],
-        request=schema.PredictRequestSerializer,
+        parameters=[schema.MODEL_PARAMETER, *schema.CACHE_HEADERS],
+        request=schema.json_request(schema.PredictRequest),
+        examples=schema.PREDICT_EXAMPLES,
         responses={
             200: OpenApiResponse(
                 schema.PredictResponseSerializer, description="Predictions in request order"
             ),
-            **schema.ERROR_RESPONSES,
+            **schema.PREDICT_ERRORS,
         },
     )
     def post(self, request: Request, model: str) -> HttpResponse:
