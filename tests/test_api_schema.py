@@ -1,22 +1,42 @@
 """The published OpenAPI schema is the truth: what it admits the server accepts, and the reverse.
 
-Request bodies are required and closed, every body in a table is refused exactly when the
-schema forbids it, path parameters have patterns, other methods are a JSON 405.
+In process: request bodies are required and closed, every body in a table is refused exactly
+when the schema forbids it, path parameters have patterns, other methods are a JSON 405. Live:
+schemathesis reads ``/v1/schema`` from a real gunicorn (the test database, an ``http`` model
+on the model server process, a ``vertex`` model on the fake Vertex AI server, an admin key)
+and sends what the schema allows and what it forbids, with every check on.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 
 from caching.api.schema import INTEGER_MAX, INTEGER_MIN
+from tests.conftest import SESSION_PREFIX
+from tests.support.gunicorn_server import GunicornServer, database_url, gunicorn_server
+from tests.support.processes import fake_vertex_server
+
+# The models the schema's examples name, so the examples and what is built from them reach a
+# real model: a path parameter drawn at random names no model and is a 404.
+MODEL = "iris"
+VERTEX_ENDPOINT = "projects/my-project/locations/us-central1/endpoints/1234567890"
+SEED = 20260
+MAX_EXAMPLES = 100
 
 pytestmark = pytest.mark.django_db
 
@@ -236,3 +256,97 @@ def test_head_and_get_of_a_post_route_are_405(client: Client, admin_key: str, ro
     for method in ("HEAD", "GET"):
         response = client.generic(method, route[0], headers={"X-Api-Key": admin_key})
         assert (response.status_code, response["Allow"]) == (405, "POST")
+
+
+# --- a live server, schemathesis --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seeded:
+    admin_key: str
+
+
+@pytest.fixture(scope="module")
+def seeded(django_db_setup: None, django_db_blocker: Any, model_server_url: str) -> Iterator[Seeded]:
+    """The schema examples' models and an admin key, committed so that the server sees them."""
+    from rest_framework_api_key.models import APIKey
+
+    from caching.models import ModelEndpoint
+    from caching.services import api_key_create, model_upsert
+
+    label = f"schema-{uuid.uuid4().hex[:8]}"
+    with fake_vertex_server() as vertex_url, django_db_blocker.unblock():
+        model_upsert(name=MODEL, backend="http", target=f"{model_server_url}/predict")
+        model_upsert(
+            name="schema-vertex",
+            backend="vertex",
+            target=VERTEX_ENDPOINT,
+            api_endpoint=vertex_url,
+            timeout_seconds=5,
+            options={"transport": "rest"},
+        )
+        try:
+            yield Seeded(admin_key=api_key_create(label=label, may_administer=True))
+        finally:
+            ModelEndpoint.objects.filter(name__in=[MODEL, "schema-vertex"]).delete()
+            APIKey.objects.filter(name=label).delete()
+
+
+@pytest.fixture(scope="module")
+def server(
+    seeded: Seeded, redis_url: str, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    with django_db_blocker.unblock():
+        test_database = database_url(connection.settings_dict, connection.vendor)
+    environment = {
+        "DATABASE_URL": test_database,
+        "REDIS_URL": redis_url,
+        "PREDCACHE_KEY_PREFIX": f"{SESSION_PREFIX}schema-{uuid.uuid4().hex[:8]}:",
+        "WEB_CONCURRENCY": "2",
+    }
+    with gunicorn_server(tmp_path_factory.mktemp("schema-gunicorn"), environment=environment) as running:
+        yield running
+
+
+# Every check is on (--checks all); these are the settings that differ from schemathesis' defaults.
+SCHEMATHESIS_CONFIG = """
+[generation]
+database = "none"  # no example database left behind: each run is the seed's alone
+
+[auth.openapi.ApiKey]
+api_key = "${PREDCACHE_SCHEMATHESIS_KEY}"
+
+# The defaults, and 413: more instances than the schema's maxItems are "too large", as documented.
+[checks.negative_data_rejection]
+expected-statuses = [
+    "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx",
+]
+
+# A warning (say, every request for an operation was a 404) means the run tested less than it seems.
+[warnings]
+fail-on = true
+"""
+
+
+def schemathesis_command(base_url: str, config: Path) -> list[str]:
+    """``schemathesis run`` over every operation with every check, bounded and seeded."""
+    return [
+        *(sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run"),
+        f"{base_url}/v1/schema",
+        *("--checks", "all", "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--no-color"),
+    ]
+
+
+def test_schemathesis_finds_nothing_against_a_live_server(
+    server: GunicornServer, seeded: Seeded, tmp_path: Path
+) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG)
+    command = schemathesis_command(f"http://127.0.0.1:{server.port}", config)
+    environment = {**os.environ, "PREDCACHE_SCHEMATHESIS_KEY": seeded.admin_key}
+    result = subprocess.run(
+        command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+    )
+    report = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(command)}\n{report[-20_000:]}"
+    assert "No issues found" in report
