@@ -22,7 +22,10 @@ def test_no_key_is_401_with_the_error_shape(http_model, backend):
     response = _post({})
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Api-Key"
-    assert response.json()["error"]["code"] == "not_authenticated"
+    assert response.json()["error"] == {
+        "code": "not_authenticated",
+        "message": "no API key: send 'Authorization: Api-Key <key>' or an 'X-Api-Key: <key>' header",
+    }
     assert backend.calls() == []
 
 

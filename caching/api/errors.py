@@ -20,6 +20,9 @@ class ApiError(exceptions.APIException):
         self.message = message
 
 
+NO_KEY_MESSAGE = "no API key: send 'Authorization: Api-Key <key>' or an 'X-Api-Key: <key>' header"
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -42,6 +45,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return None  # a bug, not a client error: let it surface as a 500 and be logged
     if isinstance(exc, ApiError):
         code, message = exc.error_code, exc.message
+    elif isinstance(exc, exceptions.NotAuthenticated):  # DRF's words do not say what to send
+        code, message = "not_authenticated", NO_KEY_MESSAGE
     else:
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "invalid_request"
