@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-import re
-
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
 
 from caching.models import Installation
 
-_VALID = re.compile(r"[0-9a-z]{1,32}")
+
+class InstallationUnnamed(ImproperlyConfigured):
+    """The database holds no installation id (and none is configured)."""
 
 
 def installation_id() -> str:
-    """``PREDCACHE_INSTALLATION_ID`` if set, else the id the migrations stored in the database."""
+    """``PREDCACHE_INSTALLATION_ID`` if set, else the id the migrations stored in the database.
+
+    A missing row is an error, never replaced with a new id: processes that read the old one
+    would keep serving under keys that this process's purges no longer reach.
+    """
     configured: str = settings.PREDCACHE_INSTALLATION_ID
     if configured:
-        if not _VALID.fullmatch(configured):
-            raise ImproperlyConfigured("PREDCACHE_INSTALLATION_ID must be 1-32 lowercase letters and digits")
         return configured
     row = Installation.objects.filter(pk=Installation.SINGLETON).first()
     if row is None:
-        # The migration creates it; a database flushed since (tests) gets a new one here.
-        try:
-            with transaction.atomic():
-                row = Installation.objects.create(pk=Installation.SINGLETON)
-        except IntegrityError:  # another process created it first
-            row = Installation.objects.get(pk=Installation.SINGLETON)
+        raise InstallationUnnamed(
+            "this database holds no installation id: run `manage.py migrate`; after a `flush`, "
+            "`manage.py migrate caching 0004 && manage.py migrate` names it anew "
+            "(or set PREDCACHE_INSTALLATION_ID)"
+        )
     return row.installation_id

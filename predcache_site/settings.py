@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -137,6 +138,8 @@ PREDCACHE_KEY_PREFIX = env.str("PREDCACHE_KEY_PREFIX", default="pc:")
 # installations sharing a Redis never share entries, purges or stats. Set it apart for a database
 # cloned from another installation's.
 PREDCACHE_INSTALLATION_ID = env.str("PREDCACHE_INSTALLATION_ID", default="")
+if PREDCACHE_INSTALLATION_ID and not re.fullmatch(r"[0-9a-z]{1,32}", PREDCACHE_INSTALLATION_ID):
+    raise ImproperlyConfigured("PREDCACHE_INSTALLATION_ID must be 1-32 lowercase letters and digits")
 # Short timeouts: Redis is an accelerator, and a slow one must not slow predictions down.
 PREDCACHE_REDIS_SOCKET_TIMEOUT = env.float("PREDCACHE_REDIS_SOCKET_TIMEOUT", default=0.25)
 PREDCACHE_REDIS_CONNECT_TIMEOUT = env.float("PREDCACHE_REDIS_CONNECT_TIMEOUT", default=0.25)

@@ -1,6 +1,7 @@
 """``make demo``: migrate, seed a demo model and API key, find or start Redis, serve with gunicorn.
 
-Runs in the foreground until Ctrl-C, then stops what it started.
+Runs in the foreground until Ctrl-C, then stops what it started. Its files (database, model,
+key, static files, embedded Redis) live in ``var/``, or in ``PREDCACHE_DEMO_DIR`` if set.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from predcache_site.local_redis import (  # noqa: E402  (after the path tweak)
     redis_answers,
 )
 
-VAR = REPO / "var"
+VAR = Path(os.environ.get("PREDCACHE_DEMO_DIR") or REPO / "var").resolve()
 PYTHON = sys.executable
 DEMO_KEY_FILE = VAR / "demo-api-key"
 # The demo checks itself with one pair of instances and hands the user another, not yet cached.
@@ -130,6 +131,10 @@ def main() -> None:
     ensure_secret_key()
     redis_url, embedded = choose_redis()
     env = {**os.environ, "REDIS_URL": redis_url}
+    if VAR != REPO / "var":  # everything the settings keep in var/ by default goes there too
+        env.setdefault("DATABASE_URL", f"sqlite:///{VAR / 'predcache.sqlite3'}")
+        env.setdefault("PREDCACHE_MODEL_DIR", str(VAR / "models"))
+        env.setdefault("DJANGO_STATIC_ROOT", str(VAR / "static"))
     env.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -171,14 +176,17 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        first, second = ask(url, key, CHECK_INSTANCES), ask(url, key, CHECK_INSTANCES)
+        try:
+            first, second = ask(url, key, CHECK_INSTANCES), ask(url, key, CHECK_INSTANCES)
+        except (urllib.error.URLError, OSError) as exc:
+            sys.exit(f"the self-check request to {url} failed: {exc} (gunicorn's log is above)")
         print(
             f"""
 predcache is running at {base}   (Redis: {redis_url}{" embedded" if embedded else ""})
   self-check, first request:  X-Cache: {first[0]}  {first[1]}
   self-check, second request: X-Cache: {second[0]}  {second[1]}
 
-API key (kept in {DEMO_KEY_FILE.relative_to(REPO)}):
+API key (kept in {DEMO_KEY_FILE}):
   {key}
 
 Try it: run this twice. The first answer is computed by the model (X-Cache: MISS),
@@ -193,7 +201,8 @@ Press Ctrl-C to stop.
 """,
             flush=True,
         )
-        processes[0].wait()
+        if processes[0].wait() != 0:
+            sys.exit(f"gunicorn stopped with status {processes[0].returncode} (its log is above)")
     except KeyboardInterrupt:
         pass
     finally:

@@ -134,6 +134,42 @@ def test_timeouts_open_the_breaker(api, backend, db, clock):
     assert len(backend.calls()) == calls  # failed fast, the model was not called
 
 
+@pytest.mark.parametrize("status,answered", [(429, 503), (502, 503), (503, 503), (504, 504)])
+def test_an_overloaded_or_unavailable_servers_statuses_open_the_breaker(
+    api, backend, http_model, clock, status, answered
+):
+    backend.control(status=status, message="busy")
+    assert [api.predict("echo", {"instances": [[n]]}).status_code for n in range(2)] == [answered] * 2
+    calls = len(backend.calls())
+    response = api.predict("echo", {"instances": [[9]]})
+    assert response.status_code == 503 and "circuit open" in error_of(response)["message"]
+    assert len(backend.calls()) == calls
+
+
+@pytest.mark.parametrize("status", [400, 404, 422, 500, 501])
+def test_statuses_one_request_can_cause_never_open_the_breaker(api, backend, http_model, clock, status):
+    backend.control(status=status, message="no")
+    for n in range(5):
+        assert api.predict("echo", {"instances": [[n]]}).status_code in (400, 502)
+    backend.reset()
+    assert api.predict("echo", {"instances": [[9]]}).status_code == 200
+
+
+def test_a_local_models_own_code_raising_never_opens_the_breaker(api, db, settings, tmp_path, clock):
+    import joblib
+
+    from tests.support.broken_model import ExplodingModel
+
+    joblib.dump(ExplodingModel(), tmp_path / "broken.joblib")
+    settings.PREDCACHE_MODEL_DIR = tmp_path
+    get_runtime().cache.backend_breakers = BreakerRegistry(failure_threshold=2, reset_seconds=10, clock=clock)
+    model_upsert(name="broken", backend="local", target="broken.joblib")
+    for _ in range(5):
+        response = api.predict("broken", {"instances": [[1, 2]]})
+        assert response.status_code == 502
+        assert error_of(response)["message"] == "broken failed (TypeError): the model's own code failed"
+
+
 # --- the half-open probe ------------------------------------------------------------------------
 
 
@@ -210,7 +246,8 @@ def test_an_unreachable_vertex_endpoint_is_described_without_object_reprs(api, d
         timeout_seconds=1,
     )
     response = api.predict("gone", {"instances": [[1]]})
-    assert response.status_code in (503, 504)
+    assert response.status_code == 503
+    assert error_of(response)["message"] == "Vertex AI unreachable (connection refused)"
     assert not INTERNALS.search(response.content.decode()), response.content
 
 

@@ -230,8 +230,11 @@ def test_stats_is_a_table_with_what_the_cache_saved(api, backend, http_model, lo
     # 3 requests, 5 instances: 2 misses in one call, then 3 hits; 2 calls saved.
     assert cells[1:6] == ["3", "60.0%", "3", "2", "1"]
     assert cells[6] == "2"
-    time_saved, unit = cells[7], cells[8]
-    assert unit == "s" and float(time_saved) >= 0  # "-" until the model has answered
+    stats = json.loads(run("stats", "echo", "--json", capsys=capsys).out)
+    per_instance_s = stats["backend_us"] / 1_000_000 / stats["backend_answered"]
+    assert stats["backend_answered"] == 2 and per_instance_s > 0
+    assert stats["backend_seconds_saved"] == round(3 * per_instance_s, 3)
+    assert cells[7:9] == [f"{stats['backend_seconds_saved']:,.3f}", "s"]
     assert next(row for row in rows if row.startswith("iris ")).split()[1] == "0"
 
 
@@ -256,3 +259,10 @@ def test_keys_create_says_the_key_follows(db, capsys):
     captured = run("keys", "create", "ops", capsys=capsys)
     assert captured.err.strip() == "created API key 'ops'; store it now, it is not shown again (next line):"
     assert len(captured.out.strip().splitlines()) == 1
+
+
+def test_every_stats_field_has_a_label_in_the_report(http_model):
+    from caching.management.reports import STATS_LABELS
+    from caching.services import model_stats
+
+    assert {field for field, _ in STATS_LABELS} == set(model_stats(model=http_model))

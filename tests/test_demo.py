@@ -74,7 +74,8 @@ def test_the_demo_runs_and_its_curl_line_shows_a_miss_then_a_hit(tmp_path: Path,
         port,
         REDIS_URL=redis_url,
         PREDCACHE_KEY_PREFIX=settings.PREDCACHE_KEY_PREFIX,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        PREDCACHE_DEMO_DIR=str(tmp_path),  # its database, model, key and static files: not the checkout's
+        PREDCACHE_INSTALLATION_ID="",
     )
     try:
         assert process.stdout is not None
@@ -104,5 +105,9 @@ def test_the_demo_runs_and_its_curl_line_shows_a_miss_then_a_hit(tmp_path: Path,
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+    assert process.returncode == 0
     with pytest.raises(OSError):  # gunicorn stopped with the demo
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    assert {"demo-api-key", "predcache.sqlite3", "models", "static"} <= {
+        path.name for path in tmp_path.iterdir()
+    }

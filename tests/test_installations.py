@@ -70,6 +70,7 @@ def _installation(
         "REDIS_URL": redis_url,
         "PREDCACHE_KEY_PREFIX": prefix,
         "DJANGO_SECRET_KEY": "installation-test",
+        "PREDCACHE_INSTALLATION_ID": "",  # the id its migrations stored, not the test suite's
     }
     manage = Installation(environment).manage
     manage("migrate", "-v0")
@@ -119,6 +120,7 @@ def test_readyz_without_a_database_is_a_503_naming_it(tmp_path, redis_url):
         "DATABASE_URL": f"postgres://nobody@127.0.0.1:{free_port()}/none",
         "REDIS_URL": redis_url,
         "DJANGO_SECRET_KEY": "installation-test",
+        "PREDCACHE_INSTALLATION_ID": "",
     }
     with gunicorn_server(tmp_path, environment=environment) as server:
         response = server.request("GET", "/readyz")
@@ -126,3 +128,35 @@ def test_readyz_without_a_database_is_a_503_naming_it(tmp_path, redis_url):
     checks = response.json()["checks"]
     assert checks["database"].startswith("error:")
     assert checks["redis"] == "unknown: the database must answer first"
+
+
+@pytest.mark.django_db
+def test_an_installation_id_is_read_from_the_database_and_never_made_up(settings, client):
+    from caching.installation import InstallationUnnamed, installation_id
+    from caching.models import Installation
+
+    settings.PREDCACHE_INSTALLATION_ID = ""
+    stored = Installation.objects.get().installation_id  # made by the migration
+    assert len(stored) == 12 and installation_id() == stored
+
+    Installation.objects.all().delete()  # as `manage.py flush` does
+    with pytest.raises(InstallationUnnamed, match=r"run `manage\.py migrate`"):
+        installation_id()
+    assert not Installation.objects.exists()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert (
+        response.json()["checks"]["redis"] == "unknown: the database holds no installation id (run migrate)"
+    )
+
+
+def test_a_malformed_installation_id_stops_the_process_at_start(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SECRET_KEY": "x", "PREDCACHE_INSTALLATION_ID": "Prod.{1}"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "PREDCACHE_INSTALLATION_ID must be 1-32 lowercase letters and digits" in result.stderr

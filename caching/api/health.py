@@ -8,6 +8,7 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from caching.core.store import REDIS_FAILURES
+from caching.installation import InstallationUnnamed
 from caching.runtime import get_runtime
 
 
@@ -32,6 +33,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["redis"] = f"error: {exc.__class__.__name__}"
     except DatabaseError:  # the runtime is built on first use, and reads the installation id first
         checks["redis"] = "unknown: the database must answer first"
+    except InstallationUnnamed:
+        checks["redis"] = "unknown: the database holds no installation id (run migrate)"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503

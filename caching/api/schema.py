@@ -17,10 +17,8 @@ from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
+from caching.core.canonical import INTEGER_MAX, INTEGER_MIN
 from caching.models import MODEL_NAME_PATTERN
-
-# The integers caching.core.canonical.parse_json keeps exactly (orjson's range); others are a 400.
-INTEGER_MIN, INTEGER_MAX = -(2**63), 2**64 - 1
 
 
 class ApiSchema(AutoSchema):

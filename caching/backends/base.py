@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import re
+import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -104,8 +107,9 @@ class BackendConfigError(ValueError):
     """A model's backend settings are unusable (bad target, path outside the model directory)."""
 
 
-# How model servers number instances in their messages: "instance 3", "instances[3]", "element: 3".
-_INSTANCE_NUMBER = re.compile(r"\b(instances?\s*\[\s*|instances?\s+#?|element:?\s*)(\d+)", re.IGNORECASE)
+# How model servers number instances in their messages: "instance 3", "instance #3", "instances[3]",
+# and TF Serving's "element: 3" (other numbers, "element 2" of a row say, are not instances).
+_INSTANCE_NUMBER = re.compile(r"\b(instance\s+#?|instances\s*\[\s*|element:\s*)(\d+)", re.IGNORECASE)
 
 
 def client_numbered(exc: BackendRejectedInput, positions: Sequence[int]) -> BackendRejectedInput:
@@ -141,29 +145,35 @@ def checked_result(result: BackendResult, expected: int) -> BackendResult:
 # --- what a client may read of an upstream failure ---------------------------------------------
 
 REASON_LIMIT = 200
-_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
-# Server internals that a reason must not carry to clients: tracebacks, source files, paths.
+# Server internals that a reason must not carry to clients: tracebacks and stack frames, object
+# reprs, URLs (internal hosts, credentials), and paths of files or directories.
 _INTERNALS = re.compile(
-    r"Traceback \(most recent call last\)|\bFile \"|\.py\b|(?:^|[\s\"'(=:])(?:/[\w.@+-]+){2,}|[A-Za-z]:\\\w"
+    r"Traceback \(most recent call last\)"
+    r"|\bFile \""
+    r"|\bat 0x[0-9a-fA-F]+"  # <module.Thing object at 0x7f...>
+    r"|\(\w+\.(?:java|kt|scala|go|rs|cc?|cpp):\d+\)"  # stack frames of other languages
+    r"|\b[a-z][a-z0-9+.-]*://"  # any URL
+    r"|(?:^|[\s\"'(=:])/[\w.@+-]+/"  # an absolute path: /srv/model/...
+    r"|\b[\w.-]+/[\w./-]*\.(?:py|pyc|so|joblib|pkl|pt|onnx|json|ya?ml|cfg|ini|log|txt|bin)\b"
+    r"|\b[A-Za-z]:\\"  # C:\\...
 )
 
 
 def client_reason(text: str | None) -> str | None:
     """The one-line reason from an upstream error that a client may read, or None if it has none.
 
-    The first non-empty line, without object reprs, at most ``REASON_LIMIT`` characters;
-    None when it shows server internals (a traceback, file paths) or is an HTML page. The
-    whole text belongs in the server's log, not in the client's answer.
+    The first non-empty line, at most ``REASON_LIMIT`` characters; None when it shows server
+    internals (a traceback, a path, a URL, an object repr) or is an HTML page. The whole text
+    belongs in the server's log, not in the client's answer.
     """
     if not text:
         return None
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     if not line or line.startswith("<") or _INTERNALS.search(line):
         return None
-    line = _OBJECT_REPR.sub("", line).strip(" :")
     if len(line) > REASON_LIMIT:
         line = line[: REASON_LIMIT - 1].rstrip() + "…"
-    return line or None
+    return line
 
 
 def with_reason(summary: str, text: str | None) -> str:
@@ -174,6 +184,9 @@ def with_reason(summary: str, text: str | None) -> str:
 
 # The first match in an exception's chain names what went wrong with the connection.
 _CONNECTION_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (http.client.RemoteDisconnected, "connection closed before an answer"),
+    (socket.gaierror, "host name not found"),
+    (ssl.SSLError, "TLS failed"),
     (ConnectionRefusedError, "connection refused"),
     (ConnectionResetError, "connection reset by the server"),
     (BrokenPipeError, "connection closed by the server"),
@@ -184,16 +197,6 @@ _CONNECTION_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
 
 def connection_failure(exc: BaseException) -> str:
     """A short, repr-free description of why a connection failed, found along the exception's chain."""
-    import http.client
-    import socket
-    import ssl
-
-    kinds: tuple[tuple[type[BaseException], str], ...] = (
-        (http.client.RemoteDisconnected, "connection closed before an answer"),
-        (socket.gaierror, "host name not found"),
-        (ssl.SSLError, "TLS failed"),
-        *_CONNECTION_FAILURES,
-    )
     seen: set[int] = set()
     pending: list[BaseException] = [exc]
     while pending:
@@ -201,7 +204,7 @@ def connection_failure(exc: BaseException) -> str:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        for kind, description in kinds:
+        for kind, description in _CONNECTION_FAILURES:
             if isinstance(current, kind):
                 return description
         linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]

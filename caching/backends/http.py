@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import urllib3
+import urllib3.connection
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
 
 from caching.backends import open_inference
@@ -32,8 +34,39 @@ from caching.backends.base import (
 
 logger = logging.getLogger(__name__)
 
+# Whether this thread's request in flight opened a new connection (else it reused a pooled one).
+_attempt = threading.local()
+
+
+class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        _attempt.connected = True
+        super().connect()
+
+
+class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        _attempt.connected = True
+        super().connect()
+
+
+class _TrackedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+def connection_pools(**settings: Any) -> urllib3.PoolManager:
+    """A urllib3 pool manager whose connections tell a request whether it had to connect."""
+    manager = urllib3.PoolManager(**settings)
+    manager.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+    return manager
+
+
 # One pool manager per process: keep-alive connections are reused across requests and models.
-_POOL = urllib3.PoolManager(num_pools=64, maxsize=16, block=False, retries=False)
+_POOL = connection_pools(num_pools=64, maxsize=16, block=False, retries=False)
 _MAX_MESSAGE = 2000  # of an error body read for its reason
 _LOGGED_BODY = 4000
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -122,17 +155,18 @@ class HttpBackend:
         """One request on a pooled connection, resent once on a new one if the pooled one was dead.
 
         A model server may close a kept-alive connection after answering (uvicorn does after a
-        500, without ``Connection: close``); the next request on it fails before any byte of an
-        answer arrives. A predict is safe to send again then, and only a new connection's
-        failure is the model server's.
+        500, without ``Connection: close``); the next request sent on it fails at once, before
+        any byte of an answer. A predict is safe to send again then, and only a new
+        connection's failure is the model server's.
         """
         deadline = self.clock() + self.timeout_seconds
         try:
             return self._request(self.pool, method, url, body, self.timeout)
-        except _ClosedBeforeAnswer as exc:
+        except _DeadPooledConnection as exc:
             logger.info("%s: pooled connection to %s was closed (%s); sending again", method, url, exc)
         remaining = urllib3.Timeout(total=max(deadline - self.clock(), 0.05))
-        with urllib3.PoolManager(num_pools=1, maxsize=1, retries=False) as fresh:
+        settings = {**self.pool.connection_pool_kw, "maxsize": 1}
+        with connection_pools(num_pools=1, **settings) as fresh:
             return self._request(fresh, method, url, body, remaining)
 
     def _request(
@@ -143,6 +177,8 @@ class HttpBackend:
         body: bytes | None,
         timeout: urllib3.Timeout,
     ) -> urllib3.BaseHTTPResponse:
+        _attempt.connected = False
+        started = self.clock()
         try:
             return pool.request(method, url, body=body, headers=_HEADERS, timeout=timeout, retries=False)
         except NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2: test it first
@@ -152,13 +188,28 @@ class HttpBackend:
             raise BackendTimeout(f"model server did not answer in {self.timeout_seconds}s") from exc
         except ProtocolError as exc:
             logger.warning("connection to model server %s failed: %s", url, exc)
-            reason = connection_failure(exc)
-            if isinstance(exc.__cause__ or (exc.args[1:] or [None])[0], _CLOSED_BEFORE_ANSWER):
-                raise _ClosedBeforeAnswer(f"model server connection failed ({reason})") from exc
-            raise BackendUnavailable(f"model server connection failed ({reason})") from exc
+            message = f"model server connection failed ({connection_failure(exc)})"
+            if self._was_dead_when_sent(exc, elapsed=self.clock() - started):
+                raise _DeadPooledConnection(message) from exc
+            raise BackendUnavailable(message) from exc
         except HTTPError as exc:
             logger.warning("connection to model server %s failed: %s", url, exc)
             raise BackendUnavailable(f"model server connection failed ({connection_failure(exc)})") from exc
+
+    def _was_dead_when_sent(self, exc: ProtocolError, *, elapsed: float) -> bool:
+        """Whether a failure shows a pooled connection the server had closed before the request.
+
+        All of: the connection was reused, not opened for this request; it failed before the
+        status line ("Connection aborted"; a broken body is "Connection broken") by being
+        closed or reset; and at once, not after the server worked on the request a while.
+        """
+        cause = exc.args[1] if len(exc.args) > 1 else exc.__cause__
+        return (
+            not getattr(_attempt, "connected", True)
+            and str(exc.args[0] if exc.args else "").startswith("Connection aborted")
+            and isinstance(cause, _CLOSED_BEFORE_ANSWER)
+            and elapsed < min(1.0, self.timeout_seconds / 4)
+        )
 
     def _get_metadata(self) -> tuple[int, bytes]:
         """GET the v2 metadata route: (HTTP status, body)."""
@@ -169,8 +220,8 @@ class HttpBackend:
         return response.status, response.data
 
 
-class _ClosedBeforeAnswer(BackendUnavailable):
-    """The connection was closed or reset before any byte of an answer: the request may be resent."""
+class _DeadPooledConnection(BackendUnavailable):
+    """A reused connection was found closed when the request was sent: it may be sent again."""
 
 
 # What a dead pooled connection raises, inside urllib3's ProtocolError, when a request is sent on it.

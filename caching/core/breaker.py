@@ -45,6 +45,7 @@ class CircuitBreaker:
         self._failures = 0
         # When the breaker opened, or when the current half-open probe was let through.
         self._since = 0.0
+        self._probe: int | None = None  # the thread making the half-open probe
 
     @property
     def state(self) -> str:
@@ -63,6 +64,7 @@ class CircuitBreaker:
             # Open long enough, or the previous probe was lost: this caller is the probe.
             self._state = HALF_OPEN
             self._since = now
+            self._probe = threading.get_ident()
             return True
 
     def success(self) -> None:
@@ -90,10 +92,15 @@ class CircuitBreaker:
             )
 
     def neutral(self) -> None:
-        """Record an outcome that proves nothing either way: a half-open probe passes to the next caller."""
+        """Record an outcome that proves nothing either way: a half-open probe passes to the next caller.
+
+        Only the probe's own outcome does (a probe and its outcome run on one thread); a call let
+        through before the breaker opened that ends now changes nothing.
+        """
         with self._lock:
-            if self._state == HALF_OPEN:
+            if self._state == HALF_OPEN and self._probe == threading.get_ident():
                 self._since = self._clock() - self.reset_seconds
+                self._probe = None
 
     def retry_after(self) -> float:
         """Seconds until a probe will be let through (0 when closed or when one is due now)."""

@@ -15,7 +15,7 @@ import orjson
 _EXACT_INT_LIMIT = 2**53
 # orjson keeps integers in [-2**63, 2**64) and silently turns larger ones into doubles,
 # which would let two different integers share one key. Such integers need 19+ digits.
-_INT_MIN, _INT_END = -(2**63), 2**64
+INTEGER_MIN, INTEGER_MAX = -(2**63), 2**64 - 1  # the integers kept exact, inclusive
 _LONG_DIGIT_RUN = re.compile(rb"\d{19}")
 
 
@@ -43,7 +43,7 @@ def _checked_int(text: str) -> int:
         number = int(text)
     except ValueError:  # more digits than Python converts at all
         raise InvalidJSON("an integer in the request is out of range") from None
-    if not _INT_MIN <= number < _INT_END:
+    if not INTEGER_MIN <= number <= INTEGER_MAX:
         raise InvalidJSON(f"integer {text[:40]} is out of range (-2**63 to 2**64-1)")
     return number
 

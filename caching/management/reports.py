@@ -30,6 +30,8 @@ STATS_LABELS = (
     ("bypassed", "instances passed through (cache bypassed)"),
     ("backend_calls", "backend calls"),
     ("backend_instances", "instances sent to the backend"),
+    ("backend_answered", "instances the backend answered"),
+    ("backend_us", "backend time answering them"),
     ("backend_ms_per_instance", "backend time per instance"),
     ("backend_calls_saved", "backend calls saved (~ requests - calls)"),
     ("backend_seconds_saved", "backend time saved (~ hits * time per instance)"),
@@ -59,6 +61,8 @@ def shown(field: str, value: Any) -> str:
         return f"{value * 100:.1f}%"
     if field == "backend_seconds_saved":
         return f"{value:,.3f} s"
+    if field == "backend_us":
+        return f"{value / 1_000_000:,.3f} s"
     if field == "backend_ms_per_instance":
         return f"{value:,.3f} ms"
     if field == "last_version_change":

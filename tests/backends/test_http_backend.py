@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Any
 
 import pytest
 
@@ -147,27 +148,93 @@ def test_a_connection_uvicorn_closed_after_a_500_is_resent_not_failed(uvicorn_ur
         assert backend.predict([[number, 1]], None).predictions == [number + 1.0]
 
 
-def test_a_server_that_drops_every_connection_is_unavailable_after_one_resend():
-    """The resend goes on a new connection; when that one fails too, it is the server's failure."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    accepted = []
+class ScriptedServer:
+    """A raw HTTP/1.1 server: the first request on each connection gets a kept-alive 200, later ones
+    what the test scripts (a reset at once, half an answer, a close after working on it)."""
 
-    def drop_each_request() -> None:
+    def __init__(self, later: str, *, first: str = "answer") -> None:
+        self.later, self.first = later, first
+        self.requests = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/predict"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
         while True:
             try:
-                connection, _ = listener.accept()
+                connection, _ = self.listener.accept()
             except OSError:
                 return
-            accepted.append(connection.recv(65536))
-            connection.close()
+            threading.Thread(target=self._connection, args=(connection,), daemon=True).start()
 
-    threading.Thread(target=drop_each_request, daemon=True).start()
+    def _connection(self, connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as reader:
+            for number in range(2):
+                if not self._read_request(reader):
+                    return
+                self.requests += 1
+                behaviour = self.first if number == 0 else self.later
+                body = b'{"predictions": [1]}'
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                if behaviour == "answer":
+                    connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                elif behaviour == "half an answer":
+                    connection.sendall(head + b"Content-Length: 100\r\n\r\n" + body[:5])
+                    return
+                elif behaviour == "close after working":
+                    threading.Event().wait(0.5)  # the model works on it, then its worker dies
+                    return
+                else:  # "close": the connection was already dead for this request
+                    return
+
+    @staticmethod
+    def _read_request(reader: Any) -> bool:
+        length = 0
+        while line := reader.readline():
+            if line in (b"\r\n", b"\n"):
+                reader.read(length)
+                return True
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        return False
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    "later,sent",
+    [
+        ("close", 3),  # found dead at once: sent again on a new connection, which answers
+        ("half an answer", 2),  # the server had started answering: never sent twice
+        ("close after working", 2),  # the server worked on it: never sent twice
+    ],
+)
+def test_only_a_pooled_connection_found_dead_at_once_is_resent(later, sent):
+    server = ScriptedServer(later)
     try:
-        backend = HttpBackend(f"http://127.0.0.1:{listener.getsockname()[1]}/predict", timeout_seconds=5)
+        backend = HttpBackend(server.url, timeout_seconds=1)  # "at once": within a quarter of it
+        assert backend.predict([1], None).predictions == [1]
+        if sent == 3:
+            assert backend.predict([1], None).predictions == [1]
+        else:
+            with pytest.raises(BackendError):
+                backend.predict([1], None)
+        assert server.requests == sent
+    finally:
+        server.close()
+
+
+def test_a_new_connection_closed_before_an_answer_is_not_resent():
+    """Only a reused connection may have died unseen; a new one's failure is the server's."""
+    server = ScriptedServer("close", first="close")
+    try:
+        backend = HttpBackend(server.url, timeout_seconds=5)
         with pytest.raises(BackendUnavailable, match=r"^model server connection failed \(connection"):
             backend.predict([1], None)
-        assert len(accepted) == 2  # sent once, resent once on a new connection, never more
+        assert server.requests == 1
     finally:
-        listener.close()
+        server.close()

@@ -241,3 +241,13 @@ def test_a_neutral_outcome_while_open_does_not_shorten_the_period(breaker, clock
     clock.advance(1.0)
     breaker.neutral()  # a late call from before the breaker opened
     assert not breaker.allow()
+
+
+def test_only_the_probes_own_neutral_outcome_hands_the_probe_on(breaker, clock):
+    fail(breaker, 3)
+    clock.advance(5.0)
+    assert breaker.allow()  # this thread holds the probe
+    late = threading.Thread(target=breaker.neutral)  # a call let through before the breaker opened
+    late.start()
+    late.join()
+    assert not breaker.allow()  # still one probe at a time
