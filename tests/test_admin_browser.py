@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
-from tests.conftest import SESSION_PREFIX, ModelServer
+from tests.conftest import ModelServer
 from tests.support.browser import PageWatch, chromium, screenshot
-from tests.support.gunicorn_server import GunicornServer, database_url, gunicorn_server
+from tests.support.gunicorn_server import (
+    GunicornServer,
+    environment_serving_the_test_database,
+    gunicorn_server,
+)
 from tests.support.processes import REPO
 
 # The server reads what the tests commit: no test transaction (tables are flushed after each test).
@@ -61,12 +64,8 @@ def server(
     static_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GunicornServer]:
-    with django_db_blocker.unblock():
-        test_database = database_url(connection.settings_dict, connection.vendor)
     environment = {
-        "DATABASE_URL": test_database,
-        "REDIS_URL": redis_url,
-        "PREDCACHE_KEY_PREFIX": f"{SESSION_PREFIX}browser-{uuid.uuid4().hex[:8]}:",
+        **environment_serving_the_test_database(django_db_blocker, redis_url, name="browser"),
         "DJANGO_STATIC_ROOT": str(static_root),
         "WEB_CONCURRENCY": "1",
     }

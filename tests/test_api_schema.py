@@ -23,12 +23,14 @@ from typing import Any
 import jsonschema
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.test import Client
 
-from caching.api.schema import INTEGER_MAX, INTEGER_MIN
-from tests.conftest import SESSION_PREFIX
-from tests.support.gunicorn_server import GunicornServer, database_url, gunicorn_server
+from caching.core.canonical import INTEGER_MAX, INTEGER_MIN
+from tests.support.gunicorn_server import (
+    GunicornServer,
+    environment_serving_the_test_database,
+    gunicorn_server,
+)
 from tests.support.processes import fake_vertex_server
 
 # The models the schema's examples name, so the examples and what is built from them reach a
@@ -296,12 +298,8 @@ def seeded(django_db_setup: None, django_db_blocker: Any, model_server_url: str)
 def server(
     seeded: Seeded, redis_url: str, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornServer]:
-    with django_db_blocker.unblock():
-        test_database = database_url(connection.settings_dict, connection.vendor)
     environment = {
-        "DATABASE_URL": test_database,
-        "REDIS_URL": redis_url,
-        "PREDCACHE_KEY_PREFIX": f"{SESSION_PREFIX}schema-{uuid.uuid4().hex[:8]}:",
+        **environment_serving_the_test_database(django_db_blocker, redis_url, name="schema"),
         "WEB_CONCURRENCY": "2",
     }
     with gunicorn_server(tmp_path_factory.mktemp("schema-gunicorn"), environment=environment) as running:

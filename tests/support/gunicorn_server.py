@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,6 +101,23 @@ def database_url(settings_dict: Mapping[str, Any], vendor: str) -> str:
     password = f":{quote(settings_dict['PASSWORD'])}" if settings_dict["PASSWORD"] else ""
     host, port = settings_dict["HOST"] or "127.0.0.1", settings_dict["PORT"] or 5432
     return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+def environment_serving_the_test_database(
+    django_db_blocker: Any, redis_url: str, *, name: str
+) -> dict[str, str]:
+    """What a gunicorn needs to serve the test database and the tests' Redis, under a prefix of its own."""
+    from django.db import connection
+
+    from tests.conftest import SESSION_PREFIX
+
+    with django_db_blocker.unblock():
+        test_database = database_url(connection.settings_dict, connection.vendor)
+    return {
+        "DATABASE_URL": test_database,
+        "REDIS_URL": redis_url,
+        "PREDCACHE_KEY_PREFIX": f"{SESSION_PREFIX}{name}-{uuid.uuid4().hex[:8]}:",
+    }
 
 
 @contextmanager
