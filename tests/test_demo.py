@@ -75,6 +75,7 @@ def test_the_demo_runs_and_its_curl_line_shows_a_miss_then_a_hit(tmp_path: Path,
         REDIS_URL=redis_url,
         PREDCACHE_KEY_PREFIX=settings.PREDCACHE_KEY_PREFIX,
         PREDCACHE_DEMO_DIR=str(tmp_path),  # its database, model, key and static files: not the checkout's
+        DATABASE_URL=f"sqlite:///{tmp_path / 'predcache.sqlite3'}",  # a new machine's (CI sets PostgreSQL's)
         PREDCACHE_INSTALLATION_ID="",
     )
     try:
