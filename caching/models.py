@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from caching.backends import build_backend
+from caching.backends import BuildContext, backend_choices, build_backend
 from caching.backends.base import Backend, BackendConfigError
 
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-
-
-class BackendKind(models.TextChoices):
-    LOCAL = "local", "Local model file (joblib)"
-    HTTP = "http", "HTTP JSON prediction server"
-    VERTEX = "vertex", "Google Vertex AI endpoint"
 
 
 class ModelEndpoint(models.Model):
@@ -35,7 +31,7 @@ class ModelEndpoint(models.Model):
         ],
         help_text="Clients call POST /v1/models/NAME:predict with this name as NAME.",
     )
-    backend = models.CharField(max_length=16, choices=BackendKind.choices)
+    backend = models.CharField(max_length=16, choices=backend_choices())
     target = models.CharField(
         max_length=1024,
         help_text=(
@@ -84,16 +80,25 @@ class ModelEndpoint(models.Model):
         except BackendConfigError as exc:
             raise ValidationError({"target": str(exc)}) from exc
 
-    def backend_adapter(self) -> Backend:
-        """Build the adapter that calls this model's server; raises BackendConfigError."""
+    def backend_adapter(self, context: BuildContext | None = None) -> Backend:
+        """Build the adapter that calls this model's server; raises BackendConfigError.
+
+        ``context`` holds the process's shared resources (the runtime's); without one, the
+        adapter has its own (the admin and the CLI checking settings).
+        """
         return build_backend(
             self.backend,
             self.target,
             timeout_seconds=self.timeout_seconds,
             options=self.options or {},
-            model_dir=settings.PREDCACHE_MODEL_DIR,
+            context=context or BuildContext(model_dir=settings.PREDCACHE_MODEL_DIR),
             api_endpoint=self.api_endpoint,
         )
+
+    def backend_settings(self) -> tuple[Any, ...]:
+        """Everything the adapter is built from, hashable: one adapter per distinct value."""
+        options = orjson.dumps(self.options or {}, option=orjson.OPT_SORT_KEYS)
+        return (self.backend, self.target, self.timeout_seconds, options, self.api_endpoint)
 
 
 class CacheMode(models.TextChoices):

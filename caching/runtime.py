@@ -1,4 +1,11 @@
-"""Process-wide Redis client, store, read-through cache and stats flusher, built from settings."""
+"""Everything one process keeps across requests, built once from settings and dropped in one place at a fork.
+
+gunicorn workers and Celery's prefork children are forked: a child must not use its parent's
+sockets, locks or threads. The runtime owns all of them (the Redis client, the backends with
+their connection pools and clients, the memories of model settings and verified keys, the
+stats flusher and the background threads), and one at-fork hook drops it in the child, which
+builds its own on first use.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +13,93 @@ import atexit
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from django.conf import settings
 
+from caching.backends import BuildContext
+from caching.backends.base import Backend
+from caching.backends.http import shared_connection_pools
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.keys import KeySpace
+from caching.core.memo import ExpiringMemo
 from caching.core.readthrough import ReadThroughCache
 from caching.core.stats import StatsRecorder
 from caching.core.store import PredictionStore, redis_client
 from caching.installation import installation_id
 
 logger = logging.getLogger(__name__)
+
+
+class BackendCache:
+    """One backend per distinct model configuration, kept while it describes its model."""
+
+    def __init__(self, context: BuildContext) -> None:
+        self.context = context
+        self._lock = threading.Lock()
+        self._backends: dict[Hashable, Backend] = {}
+
+    def get(self, key: Hashable, build: Callable[[BuildContext], Backend]) -> Backend:
+        """The backend built for ``key``, built now if there is none or it is outdated."""
+        backend = self._backends.get(key)
+        if backend is not None and not backend.outdated():
+            return backend
+        with self._lock:
+            backend = self._backends.get(key)
+            if backend is None or backend.outdated():
+                backend = self._backends[key] = build(self.context)
+            return backend
+
+
+class BackgroundJobs:
+    """Background work of this process where no Celery worker runs: one job per key at a time.
+
+    A job submitted while the same key's job runs is run once more after it, not twice at once.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predcache-background")
+        self._lock = threading.Condition()
+        self._running: set[Hashable] = set()
+        self._again: set[Hashable] = set()
+
+    def submit(self, key: Hashable, job: Callable[[], None]) -> None:
+        with self._lock:
+            if key in self._running:
+                self._again.add(key)
+                return
+            self._running.add(key)
+        try:
+            self._executor.submit(self._run, key, job)
+        except RuntimeError:  # shutting down: the work is a nicety (entries expire by TTL)
+            with self._lock:
+                self._running.discard(key)
+                self._lock.notify_all()
+
+    def _run(self, key: Hashable, job: Callable[[], None]) -> None:
+        while True:
+            try:
+                job()
+            except Exception:  # background work must never take the process down
+                logger.exception("background job %r failed", key)
+            with self._lock:
+                if key not in self._again:
+                    self._running.discard(key)
+                    self._lock.notify_all()
+                    return
+                self._again.discard(key)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no job runs (a graceful stop, a test); False if one still runs at ``timeout``."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._running, timeout)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -30,8 +111,21 @@ class Runtime:
     store: PredictionStore
     stats: StatsRecorder
     cache: ReadThroughCache
-    pid: int
-    stop_flusher: threading.Event
+    http_pool: Any  # urllib3.PoolManager shared by the http backends
+    backends: BackendCache
+    served_models: ExpiringMemo[str, Any]  # model lookups (selectors), for PREDCACHE_CONFIG_CACHE_SECONDS
+    verified_keys: ExpiringMemo[str, Any]  # API key checks (authentication)
+    background: BackgroundJobs
+    stop_flusher: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        """Stop this process's threads, flush the counters, close connections."""
+        self.stop_flusher.set()
+        self.stats.flush(self.client, self.keyspace)
+        self.background.shutdown()
+        self.cache.shutdown()
+        self.client.close()
+        self.http_pool.clear()
 
 
 _lock = threading.Lock()
@@ -39,26 +133,39 @@ _current: Runtime | None = None
 
 
 def get_runtime() -> Runtime:
-    """The runtime of this process, built on first use (and again after a fork)."""
+    """The runtime of this process, built on first use (and again in a forked child)."""
     current = _current
-    if current is not None and current.pid == os.getpid():
+    if current is not None:
         return current
     with _lock:
-        if _current is None or _current.pid != os.getpid():
+        if _current is None:
             _install(_build())
         assert _current is not None
         return _current
 
 
+def built_runtime() -> Runtime | None:
+    """This process's runtime if it has one already (to forget things in it without building one)."""
+    return _current
+
+
 def reset_runtime() -> None:
-    """Drop the runtime (tests, settings changes); the next use builds a new one from settings."""
+    """Close the runtime (tests, settings changes); the next use builds a new one from settings."""
     global _current
     with _lock:
-        if _current is not None and _current.pid == os.getpid():
-            _current.stop_flusher.set()
-            _current.stats.flush(_current.client, _current.keyspace)
-            _current.client.close()
+        if _current is not None:
+            _current.close()
         _current = None
+
+
+def _forget_in_child() -> None:
+    """At a fork, in the child: drop the parent's runtime unclosed (its sockets are the parent's)."""
+    global _current, _lock
+    _current = None
+    _lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _install(runtime: Runtime) -> None:
@@ -78,6 +185,7 @@ def _build() -> Runtime:
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
     store = PredictionStore(client, keyspace)
     stats = StatsRecorder()
+    http_pool = shared_connection_pools()
     runtime = Runtime(
         client=client,
         keyspace=keyspace,
@@ -98,13 +206,13 @@ def _build() -> Runtime:
             ),
             single_flight_wait=settings.PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS,
         ),
-        pid=os.getpid(),
-        stop_flusher=threading.Event(),
+        http_pool=http_pool,
+        backends=BackendCache(BuildContext(model_dir=settings.PREDCACHE_MODEL_DIR, http_pool=http_pool)),
+        served_models=ExpiringMemo(settings.PREDCACHE_CONFIG_CACHE_SECONDS),
+        verified_keys=ExpiringMemo(settings.PREDCACHE_API_KEY_CACHE_SECONDS),
+        background=BackgroundJobs(),
     )
-    from caching.services import background_version_change_record  # services import this module
-
-    runtime.cache.version_listener = background_version_change_record
-    atexit.register(_flush_at_exit, runtime)
+    atexit.register(_flush_at_exit, runtime, os.getpid())
     interval = settings.PREDCACHE_STATS_FLUSH_SECONDS
     if interval > 0:
         threading.Thread(
@@ -116,8 +224,9 @@ def _build() -> Runtime:
     return runtime
 
 
-def _flush_at_exit(runtime: Runtime) -> None:
-    if runtime.pid == os.getpid() and not runtime.stop_flusher.is_set():
+def _flush_at_exit(runtime: Runtime, pid: int) -> None:
+    # A forked child inherits the parent's atexit list: only the process that built it flushes it.
+    if pid == os.getpid() and not runtime.stop_flusher.is_set():
         runtime.stats.flush(runtime.client, runtime.keyspace)
 
 

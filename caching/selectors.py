@@ -1,23 +1,23 @@
-"""Reads: the models the request path serves, cached briefly in process so a hit needs no query."""
+"""Reads: the models the request path serves (remembered briefly by the runtime so a hit needs no query),
+a model's settings, and its counters and cache state."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from django.conf import settings
 from django.db.models import QuerySet
 from rest_framework_api_key.models import APIKey
 
 from caching.backends.base import Backend, BackendConfigError
 from caching.core.canonical import KeyRules
+from caching.core.memo import NO_VALUE
 from caching.core.spec import CacheSpec
-from caching.models import ApiKeyGrant, BackendKind, CachePolicy, ModelEndpoint, ModelVersionChange
-from caching.runtime import get_runtime
+from caching.core.stats import read_stats
+from caching.models import ApiKeyGrant, CachePolicy, ModelEndpoint, ModelVersionChange
+from caching.runtime import built_runtime, get_runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +31,6 @@ class ServedModel:
     config_error: str | None = None
 
 
-_served: dict[str, tuple[float, ServedModel | None]] = {}
-_served_lock = threading.Lock()
-
-
 def served_model_get(*, name: str) -> ServedModel | None:
     """The model called ``name``, or ``None``; answers from memory for PREDCACHE_CONFIG_CACHE_SECONDS."""
     return _remembered(name, lambda: ModelEndpoint.objects.filter(name=name))
@@ -44,35 +40,33 @@ def served_vertex_model_get(*, endpoint: str) -> ServedModel | None:
     """The ``vertex`` model registered for ``projects/P/locations/L/endpoints/E``, or ``None``."""
     return _remembered(
         f"vertex:{endpoint}",  # model names cannot contain ':', so this never shadows one
-        lambda: ModelEndpoint.objects.filter(backend=BackendKind.VERTEX, target=endpoint).order_by("pk"),
+        lambda: ModelEndpoint.objects.filter(backend="vertex", target=endpoint).order_by("pk"),
     )
 
 
 def _remembered(key: str, query: Callable[[], QuerySet[ModelEndpoint]]) -> ServedModel | None:
-    now = time.monotonic()
-    cached = _served.get(key)
-    if cached is not None and now - cached[0] < settings.PREDCACHE_CONFIG_CACHE_SECONDS:
-        return cached[1]
+    memory = get_runtime().served_models
+    remembered = memory.get(key)
+    if remembered is not NO_VALUE:
+        return cast(ServedModel | None, remembered)
     model = query().select_related("policy").first()
     served = None if model is None else served_model_build(model=model)
-    with _served_lock:
-        if len(_served) > 10_000:  # unknown names are remembered too; keep the map bounded
-            _served.clear()
-        _served[key] = (now, served)
+    memory.put(key, served)  # unknown names too: a 404 costs no query either
     return served
 
 
 def served_models_forget() -> None:
     """Drop this process's copies so the next request reads the database."""
-    with _served_lock:
-        _served.clear()
+    runtime = built_runtime()
+    if runtime is not None:
+        runtime.served_models.clear()
 
 
 def served_model_build(*, model: ModelEndpoint) -> ServedModel:
     """Turn a database row into what the request path uses."""
     policy = getattr(model, "policy", None) or CachePolicy(model=model)
     try:
-        backend: Backend | None = model.backend_adapter()
+        backend: Backend | None = get_runtime().backends.get(model.backend_settings(), model.backend_adapter)
         config_error = None
     except BackendConfigError as exc:
         backend, config_error = None, str(exc)
@@ -146,3 +140,38 @@ def model_settings_describe(*, model: ModelEndpoint) -> dict[str, Any]:
         return values
 
     return {**fields(model, {"id"}), "policy": fields(policy, {"id", "model"})}
+
+
+def model_stats(*, model: ModelEndpoint) -> dict[str, Any]:
+    """Counters and cache state of ``model`` as Redis holds them."""
+    runtime = get_runtime()
+    namespace = model_namespace(model=model)
+    counters = read_stats(runtime.client, runtime.keyspace, namespace)
+    looked_up = counters["hits"] + counters["misses"]
+    version, retired = runtime.store.followed_version(namespace)
+    last_change = model.version_changes.first()
+    # Estimates: each request served without the cache would have made one backend call, and
+    # each hit would have cost what an answered instance costs the model on average.
+    ms_per_instance = (
+        counters["backend_us"] / 1000 / counters["backend_answered"] if counters["backend_answered"] else None
+    )
+    return {
+        "model": model.name,
+        **counters,
+        "hit_ratio": round(counters["hits"] / looked_up, 4) if looked_up else None,
+        "backend_ms_per_instance": None if ms_per_instance is None else round(ms_per_instance, 3),
+        "backend_calls_saved": max(0, counters["requests"] - counters["backend_calls"]),
+        "backend_seconds_saved": None
+        if ms_per_instance is None
+        else round(counters["hits"] * ms_per_instance / 1000, 3),
+        "generation": runtime.store.generation(namespace),
+        "version": version,
+        "retired_versions": retired,
+        "last_version_change": None
+        if last_change is None
+        else {
+            "previous_version": last_change.previous_version,
+            "version": last_change.version,
+            "observed_at": last_change.observed_at.isoformat(),
+        },
+    }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import orjson
 import pytest
 from django.contrib.auth.models import User
@@ -219,8 +217,8 @@ def _entry_count(model) -> int:
     return sum(1 for _ in runtime.client.scan_iter(match=pattern))
 
 
-def _reclaim_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name.startswith("predcache-reclaim-")]
+def _background_done() -> None:
+    assert get_runtime().background.wait_idle(timeout=30)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -230,8 +228,7 @@ def test_a_purge_frees_the_memory_of_its_entries_in_the_background(api, backend,
 
     assert purge("echo", {}, key=admin_key).status_code == 200
 
-    for thread in _reclaim_threads():
-        thread.join(timeout=30)
+    _background_done()
     record = PurgeRecord.objects.get()
     assert (record.entries_reclaimed, record.reclaimed_at is not None) == (3, True)
     assert _entry_count(http_model) == 0
@@ -244,23 +241,21 @@ def test_background_reclaim_can_be_switched_off(api, backend, http_model, admin_
 
     assert purge("echo", {}, key=admin_key).status_code == 200
 
-    assert _reclaim_threads() == []
+    _background_done()
     assert _entry_count(http_model) == 1
     assert PurgeRecord.objects.get().reclaimed_at is None
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_background_reclaim_is_logged_not_raised(http_model, settings, caplog):
-    from caching import services
+    from caching.services.purges import _reclaim_in_background
 
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
 
-    services._reclaim_in_background(http_model.pk)
-    for thread in _reclaim_threads():
-        thread.join(timeout=30)
+    _reclaim_in_background(http_model.pk)
+    _background_done()
 
     assert f"reclaiming purged entries of model {http_model.pk} failed" in caplog.text
-    assert services._reclaiming == set()
 
 
 def test_the_management_grant_is_the_keys_not_its_name(http_model, capsys):

@@ -263,6 +263,6 @@ def test_keys_create_says_the_key_follows(db, capsys):
 
 def test_every_stats_field_has_a_label_in_the_report(http_model):
     from caching.management.reports import STATS_LABELS
-    from caching.services import model_stats
+    from caching.selectors import model_stats
 
     assert {field for field, _ in STATS_LABELS} == set(model_stats(model=http_model))

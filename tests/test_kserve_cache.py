@@ -5,18 +5,9 @@ from __future__ import annotations
 import pytest
 import urllib3
 
-from caching.backends.open_inference import forget_model_metadata
 from caching.services import model_upsert
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_metadata():
-    """Metadata is cached per process: each test starts as a fresh process would."""
-    forget_model_metadata()
-    yield
-    forget_model_metadata()
 
 
 @pytest.fixture

@@ -143,8 +143,9 @@ def test_the_regional_host_follows_the_location():
 def test_building_a_vertex_backend_imports_nothing_from_google():
     """The web process start and the hit path never pay for google-cloud-aiplatform's import."""
     code = (
-        "import sys; from pathlib import Path; from caching.backends import build_backend;"
-        f"build_backend('vertex', {ENDPOINT!r}, timeout_seconds=5, options={{}}, model_dir=Path('.'));"
+        "import sys; from pathlib import Path; from caching.backends import BuildContext, build_backend;"
+        f"build_backend('vertex', {ENDPOINT!r}, timeout_seconds=5, options={{}},"
+        " context=BuildContext(Path('.')));"
         "heavy = ('google.cloud.aiplatform', 'google.api_core', 'google.protobuf', 'google.auth', 'grpc');"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
     )

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
-from typing import Any
+from typing import Any, cast
 
-from django.conf import settings
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework_api_key.models import APIKey
 
-# sha256(key) -> (monotonic time verified, APIKey). Keys are high-entropy random strings,
-# so a fast hash is safe here; the memory spares each hit a database query.
-_verified: dict[str, tuple[float, APIKey]] = {}
-_verified_lock = threading.Lock()
+from caching.core.memo import NO_VALUE
+from caching.runtime import built_runtime, get_runtime
 
 
 def presented_key(request: Request) -> str | None:
@@ -39,26 +34,26 @@ def presented_key(request: Request) -> str | None:
 
 def forget_verified_keys() -> None:
     """Forget every remembered verification (called when keys change in this process)."""
-    with _verified_lock:
-        _verified.clear()
+    runtime = built_runtime()
+    if runtime is not None:
+        runtime.verified_keys.clear()
 
 
 def _verify(key: str) -> APIKey | None:
+    # sha256(key) names it in the memory: keys are high-entropy random strings, so a fast hash
+    # is safe here, and remembering a verification spares each hit a database query.
     fingerprint = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    now = time.monotonic()
-    remembered = _verified.get(fingerprint)
-    if remembered is not None and now - remembered[0] < settings.PREDCACHE_API_KEY_CACHE_SECONDS:
-        return remembered[1]
+    memory = get_runtime().verified_keys
+    remembered = memory.get(fingerprint)
+    if remembered is not NO_VALUE:
+        return cast(APIKey, remembered)
     try:
         api_key = APIKey.objects.get_from_key(key)
     except APIKey.DoesNotExist:
         return None
     if api_key.has_expired:
         return None
-    with _verified_lock:
-        if len(_verified) > 10_000:
-            _verified.clear()
-        _verified[fingerprint] = (now, api_key)
+    memory.put(fingerprint, api_key)
     return api_key
 
 

@@ -44,6 +44,13 @@ class Backend(Protocol):
         """
         ...
 
+    def outdated(self) -> bool:
+        """Whether this backend no longer describes its model (a replaced model file): build it again.
+
+        Asked each time the process re-reads the model's settings, so it must be cheap.
+        """
+        ...
+
     def check(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> None:
         """Raise :class:`BackendRejectedInput` for instances this backend can tell are invalid unaided.
 

@@ -65,8 +65,11 @@ def connection_pools(**settings: Any) -> urllib3.PoolManager:
     return manager
 
 
-# One pool manager per process: keep-alive connections are reused across requests and models.
-_POOL = connection_pools(num_pools=64, maxsize=16, block=False, retries=False)
+def shared_connection_pools() -> urllib3.PoolManager:
+    """The pools one process shares across models: keep-alive connections are reused between requests."""
+    return connection_pools(num_pools=64, maxsize=16, block=False, retries=False)
+
+
 _MAX_MESSAGE = 2000  # of an error body read for its reason
 _LOGGED_BODY = 4000
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -89,7 +92,7 @@ class HttpBackend:
         *,
         timeout_seconds: float,
         protocol: str = "row",
-        pool: urllib3.PoolManager = _POOL,
+        pool: urllib3.PoolManager | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         parts = urlsplit(url)
@@ -109,16 +112,21 @@ class HttpBackend:
         self.identity = ""  # the URL and the options (part of the model's settings) say it all
         self.timeout_seconds = timeout_seconds
         self.timeout = urllib3.Timeout(total=timeout_seconds)
-        self.pool = pool
+        self.pool = pool if pool is not None else shared_connection_pools()
+        self.metadata = open_inference.MetadataMemory()  # v2: the inputs the server declared
         self.clock = clock
 
     def verify(self) -> None:
         """Nothing to check beyond the URL: the server may legitimately be down right now."""
 
+    def outdated(self) -> bool:
+        """Never: everything that decides its answers is in the model's settings."""
+        return False
+
     def check(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> None:
         """v2: the instances against the inputs the server declared, if this process knows them yet."""
         if self.protocol == "v2" and instances:
-            known, declared = open_inference.known_inputs(self.model_url)
+            known, declared = self.metadata.known_inputs()
             if known:
                 open_inference.request_batches(instances, declared)
 
@@ -132,14 +140,14 @@ class HttpBackend:
     def _predict_v2(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> BackendResult:
         if not instances:
             raise BackendRejectedInput("the v2 protocol needs at least one instance")
-        declared = open_inference.declared_inputs(self.model_url, fetch=self._get_metadata, clock=self.clock)
+        declared = self.metadata.declared_inputs(self.model_url, fetch=self._get_metadata, clock=self.clock)
         batches = open_inference.request_batches(instances, declared)
         results = []
         for batch in batches:
             try:
                 data = self._post(batch.body(parameters))
             except BackendRejectedInput as exc:
-                open_inference.refresh_metadata_after_rejection(self.model_url, now=self.clock())
+                self.metadata.refresh_after_rejection(self.clock())
                 # The server numbers instances within this batch, not within ours.
                 raise BackendRejectedInput(str(exc), sent=batch.positions) from exc
             results.append(open_inference.batch_result(_answer_document(data), len(batch.positions)))

@@ -16,10 +16,6 @@ from caching.backends.base import (
     checked_result,
 )
 
-# path -> (file version, model): one loaded model per file, replaced when the file changes.
-_LOADED: dict[Path, tuple[str, Any]] = {}
-_LOAD_LOCK = threading.Lock()
-
 
 def resolve_model_path(model_dir: Path, target: str) -> Path:
     """Resolve ``target`` inside ``model_dir``; refuse anything that escapes it."""
@@ -40,24 +36,17 @@ def file_version(path: Path) -> str:
 
 
 def load_model(path: Path) -> tuple[str, Any]:
-    """The model in ``path`` and its file version, loading it only when the file changed."""
-    version = file_version(path)
-    loaded = _LOADED.get(path)
-    if loaded is not None and loaded[0] == version:
-        return loaded
-    with _LOAD_LOCK:
-        loaded = _LOADED.get(path)
-        if loaded is None or loaded[0] != version:
-            import joblib  # deferred: only processes that serve local models pay for it
+    """The model in ``path`` and the file version it was loaded from."""
+    import joblib  # deferred: only processes that serve local models pay for it
 
-            try:
-                model = joblib.load(path)
-            except Exception as exc:  # joblib raises anything the pickled file's code raises
-                raise BackendConfigError(f"model file {path.name} cannot be loaded: {exc}") from exc
-            if file_version(path) != version:
-                raise BackendUnavailable(f"model file {path.name} changed while loading; retry")
-            loaded = _LOADED[path] = (version, model)
-    return loaded
+    version = file_version(path)
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # joblib raises anything the pickled file's code raises
+        raise BackendConfigError(f"model file {path.name} cannot be loaded: {exc}") from exc
+    if file_version(path) != version:
+        raise BackendUnavailable(f"model file {path.name} changed while loading; retry")
+    return version, model
 
 
 class LocalBackend:
@@ -76,9 +65,17 @@ class LocalBackend:
         self.identity = file_version(self.path)
         self.method = method
         self._model: Any = None
+        self._load_lock = threading.Lock()
 
     def verify(self) -> None:
         self._load()
+
+    def outdated(self) -> bool:
+        """Whether the model file was replaced (or removed) since this backend was built."""
+        try:
+            return file_version(self.path) != self.identity
+        except BackendConfigError:
+            return True
 
     def check(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> None:
         """Lists of numbers, with the model's feature count once the model is loaded."""
@@ -103,6 +100,12 @@ class LocalBackend:
         return checked_result(BackendResult(predictions=output.tolist()), len(instances))
 
     def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        with self._load_lock:  # one load per backend even when many threads miss at once
+            return self._load_once()
+
+    def _load_once(self) -> Any:
         if self._model is None:
             version, model = load_model(self.path)
             if version != self.identity:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import sys
 import threading
@@ -72,8 +71,8 @@ class _BadMetadata(ValueError):
     """A metadata answer that does not declare the model's inputs usably."""
 
 
-class _MetadataSlot:
-    """What one model URL's server declared, as this process last heard it."""
+class MetadataMemory:
+    """What one model's server declared, as this backend last heard it (one per backend object)."""
 
     __slots__ = ("answered_at", "due", "inputs", "lock")
 
@@ -83,58 +82,29 @@ class _MetadataSlot:
         self.due = True  # ask the server on the next predict
         self.answered_at = -math.inf
 
+    def declared_inputs(
+        self, model_url: str, *, fetch: MetadataFetch, clock: Callable[[], float]
+    ) -> Mapping[str, DeclaredInput] | None:
+        """The model's declared inputs, fetched when due; None when it declares none usable."""
+        with self.lock:  # one fetch per model even when many threads miss at once
+            if self.due:
+                _fetch_metadata(self, model_url, fetch, clock)
+            return self.inputs
+
+    def known_inputs(self) -> tuple[bool, Mapping[str, DeclaredInput] | None]:
+        """Whether the server's metadata has been heard, and its declared inputs (no I/O)."""
+        with self.lock:
+            return self.answered_at > -math.inf, self.inputs
+
     def refresh_after_rejection(self, now: float) -> None:
+        """After the server refused a request: ask again, unless it answered recently."""
         with self.lock:
             if now - self.answered_at >= METADATA_REFRESH_SECONDS:
                 self.due = True
 
 
-# Per process, not per backend: the app rebuilds backend objects every second. The pid in the
-# key gives a forked child its own slots (and locks) instead of its parent's.
-_METADATA: dict[tuple[int, str], _MetadataSlot] = {}
-_METADATA_LOCK = threading.Lock()
-
-
-def _metadata_slot(model_url: str) -> _MetadataSlot:
-    key = (os.getpid(), model_url)
-    with _METADATA_LOCK:
-        slot = _METADATA.get(key)
-        if slot is None:
-            slot = _METADATA[key] = _MetadataSlot()
-        return slot
-
-
-def forget_model_metadata() -> None:
-    """Forget every model's metadata: each v2 model asks its server again on its next predict."""
-    with _METADATA_LOCK:
-        _METADATA.clear()
-
-
-def declared_inputs(
-    model_url: str, *, fetch: MetadataFetch, clock: Callable[[], float]
-) -> Mapping[str, DeclaredInput] | None:
-    """The model's declared inputs, fetched once per process; None when it declares none usable."""
-    slot = _metadata_slot(model_url)
-    with slot.lock:  # one fetch per model even when many threads miss at once
-        if slot.due:
-            _fetch_metadata(slot, model_url, fetch, clock)
-        return slot.inputs
-
-
-def known_inputs(model_url: str) -> tuple[bool, Mapping[str, DeclaredInput] | None]:
-    """Whether this process has heard the model's metadata, and its declared inputs (no I/O)."""
-    slot = _metadata_slot(model_url)
-    with slot.lock:
-        return slot.answered_at > -math.inf, slot.inputs
-
-
-def refresh_metadata_after_rejection(model_url: str, *, now: float) -> None:
-    """After the server refused a request: ask for the metadata again, unless it answered recently."""
-    _metadata_slot(model_url).refresh_after_rejection(now)
-
-
 def _fetch_metadata(
-    slot: _MetadataSlot, model_url: str, fetch: MetadataFetch, clock: Callable[[], float]
+    slot: MetadataMemory, model_url: str, fetch: MetadataFetch, clock: Callable[[], float]
 ) -> None:
     try:
         status, data = fetch()

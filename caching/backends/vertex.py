@@ -8,7 +8,6 @@ Each process builds one ``PredictionServiceClient`` per (transport, host) and re
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -40,11 +39,6 @@ _ENVELOPE_BYTES = 1024
 _LOGGED_MESSAGE = 4000
 # Over REST, google-api-core puts the method and URL in front of the message: not for clients.
 _REST_PREFIX = re.compile(r"^[A-Z]+ https?://\S+: ")
-
-_clients: dict[tuple[int, str, str], Any] = {}
-_clients_lock = threading.Lock()
-# A forked child (a gunicorn worker) must not reuse its parent's channels: drop them.
-os.register_at_fork(after_in_child=_clients.clear)
 
 
 def regional_host(location: str) -> str:
@@ -88,9 +82,15 @@ class VertexBackend:
         # The host is part of what computes the predictions (a test server, a private endpoint);
         # the version Vertex reports with each answer does the rest.
         self.identity = self.api_endpoint
+        self._prediction_client: Any = None
+        self._client_lock = threading.Lock()
 
     def verify(self) -> None:
         """Nothing to check offline: credentials and the endpoint are tried on the first call."""
+
+    def outdated(self) -> bool:
+        """Never: everything that decides its answers is in the model's settings."""
+        return False
 
     def check(self, instances: Sequence[Any], parameters: dict[str, Any] | None) -> None:
         """Nothing: only the deployed model knows what it accepts."""
@@ -184,13 +184,13 @@ class VertexBackend:
         )
 
     def _client(self) -> Any:
-        key = (os.getpid(), self.transport, self.api_endpoint)
-        client = _clients.get(key)
+        """This backend's client, made on its first call (the process's runtime drops it at a fork)."""
+        client = self._prediction_client
         if client is None:
-            with _clients_lock:
-                client = _clients.get(key)
+            with self._client_lock:
+                client = self._prediction_client
                 if client is None:
-                    client = _clients[key] = self._new_client()
+                    client = self._prediction_client = self._new_client()
         return client
 
     def _new_client(self) -> Any:

@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 _POLL_START, _POLL_MAX = 0.005, 0.05  # single-flight waiters re-read the cache at this pace
 
+VersionListener = Callable[[CacheSpec, VersionChange], None]
+
 
 @dataclass
 class _Request:
@@ -75,6 +77,9 @@ class _Request:
     fallback: dict[str, CachedPrediction] = field(default_factory=dict)  # stale-if-error only
     computed: list[str] = field(default_factory=list)
     background: bool = False  # a stale-while-revalidate refresh, not a client's request
+    # Told of version changes found by the background refresh this request starts (a client's
+    # own change is in its Prediction).
+    version_listener: VersionListener | None = None
     stored: bool = False
     answer_is_current: bool = False  # a computed answer came from the version the cache follows
     version_change: VersionChange | None = None
@@ -106,8 +111,10 @@ class ReadThroughCache:
         self.single_flight_wait = single_flight_wait
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predcache-refresh")
         self._refresh_slots = threading.BoundedSemaphore(16)  # refreshes running or queued
-        # Told of version changes found by background refreshes (clients' are in Prediction).
-        self.version_listener: Callable[[CacheSpec, VersionChange], None] | None = None
+
+    def shutdown(self) -> None:
+        """Stop the background refreshes (queued ones are dropped: entries just stay stale)."""
+        self._refresher.shutdown(wait=False, cancel_futures=True)
 
     # --- the request path ----------------------------------------------------------------
 
@@ -118,8 +125,13 @@ class ReadThroughCache:
         instances: Sequence[Any],
         parameters: dict[str, Any] | None,
         directives: Directives | None = None,
+        version_listener: VersionListener | None = None,
     ) -> Prediction:
-        """Answer ``instances`` in order; raises ``InvalidJSON`` before any I/O for bad input."""
+        """Answer ``instances`` in order; raises ``InvalidJSON`` before any I/O for bad input.
+
+        ``version_listener`` is told of a version change that a background refresh started by
+        this request finds later (the request's own change is in the answer).
+        """
         directives = directives or NO_DIRECTIVES
         digests = self.instance_digests(spec, instances, parameters)
         if spec.mode != CACHE or directives.no_store:
@@ -129,7 +141,9 @@ class ReadThroughCache:
         first_index: dict[str, int] = {}
         for index, digest in enumerate(digests):
             first_index.setdefault(digest, index)
-        request = _Request(spec, backend, instances, parameters, directives, first_index)
+        request = _Request(
+            spec, backend, instances, parameters, directives, first_index, version_listener=version_listener
+        )
         distinct = list(first_index)
 
         request.lookup = self._redis(lambda: self.store.lookup(spec.namespace, spec.model_version, distinct))
@@ -294,8 +308,8 @@ class ReadThroughCache:
         request.stored = request.stored or stored
         request.answer_is_current = request.answer_is_current or current
         request.version_change = request.version_change or change
-        if change is not None and self.version_listener is not None and request.background:
-            self.version_listener(spec, change)
+        if change is not None and request.version_listener is not None and request.background:
+            request.version_listener(spec, change)
 
     def _store(
         self,
@@ -421,6 +435,7 @@ class ReadThroughCache:
             lookup=request.lookup,
             fallback=dict(request.stale),  # if the refresh fails, keep what is there
             background=True,
+            version_listener=request.version_listener,
         )
         self.stats.record(spec.namespace, revalidations=len(mine))
 

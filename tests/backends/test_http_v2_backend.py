@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import threading
 import pytest
 import urllib3
 
-from caching.backends import build_backend
+from caching.backends import BuildContext, build_backend
 from caching.backends.base import (
     BackendConfigError,
     BackendError,
@@ -21,20 +20,12 @@ from caching.backends.base import (
     BackendUnavailable,
 )
 from caching.backends.http import HttpBackend
-from caching.backends.open_inference import METADATA_REFRESH_SECONDS, forget_model_metadata
+from caching.backends.open_inference import METADATA_REFRESH_SECONDS
 from tests.backends.contract import BackendContract
 from tests.support.kserve_server import UNDECLARED_MODEL
 from tests.support.processes import REPO, free_port
 
 X = {"name": "x", "datatype": "FP32", "shape": [-1, -1]}
-
-
-@pytest.fixture(autouse=True)
-def fresh_metadata():
-    """Metadata is cached per process: each test starts as a fresh process would."""
-    forget_model_metadata()
-    yield
-    forget_model_metadata()
 
 
 def v2_backend(kserve, model="adder", version=None, **options):
@@ -281,9 +272,10 @@ def test_a_versioned_infer_url_is_called_and_its_metadata_asked(kserve):
 # --- metadata caching ---------------------------------------------------------------------------
 
 
-def test_metadata_is_asked_once_per_process_across_backend_objects(kserve):
-    for value in (1.0, 2.0, 3.0):  # the app builds a new backend object every second
-        v2_backend(kserve).predict([{"x": [value]}], None)
+def test_metadata_is_asked_once_by_a_backend(kserve):
+    backend = v2_backend(kserve)  # the runtime builds one per model configuration
+    for value in (1.0, 2.0, 3.0):
+        backend.predict([{"x": [value]}], None)
 
     assert len(kserve.calls()) == 3
     assert metadata_requests(kserve) == ["/v2/models/adder"]
@@ -293,8 +285,9 @@ def test_concurrent_first_predicts_ask_for_metadata_once(kserve):
     start = threading.Barrier(8)
     errors = []
 
+    backend = v2_backend(kserve)
+
     def predict(value):
-        backend = v2_backend(kserve)
         start.wait()
         try:
             backend.predict([{"x": [value]}], None)
@@ -312,28 +305,11 @@ def test_concurrent_first_predicts_ask_for_metadata_once(kserve):
     assert metadata_requests(kserve) == ["/v2/models/adder"]
 
 
-def _predict_in_child(url, results):
-    backend = HttpBackend(url, timeout_seconds=5, protocol="v2", pool=urllib3.PoolManager())
-    results.put(backend.predict([{"x": [1.0]}], None).predictions)
-
-
-def test_a_forked_process_asks_for_its_own_metadata(kserve):
-    v2_backend(kserve).predict([{"x": [1.0]}], None)
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    child = context.Process(target=_predict_in_child, args=(kserve.infer_url(), results))
-    child.start()
-    assert results.get(timeout=10) == [{"sum": 1.0, "doubled": [2.0]}]
-    child.join(timeout=10)
-    v2_backend(kserve).predict([{"x": [2.0]}], None)
-
-    assert metadata_requests(kserve) == ["/v2/models/adder", "/v2/models/adder"]
-
-
 def test_a_400_asks_for_metadata_again_at_most_once_a_minute(kserve):
     clock = FakeClock()
+    backend = v2_backend(kserve, clock=clock)
     redeployed = [{**X, "datatype": "FP64"}]
-    v2_backend(kserve, clock=clock).predict([{"x": [1.0]}], None)
+    backend.predict([{"x": [1.0]}], None)
     kserve.control(inputs=redeployed)
 
     clock.now = METADATA_REFRESH_SECONDS - 1
@@ -341,13 +317,13 @@ def test_a_400_asks_for_metadata_again_at_most_once_a_minute(kserve):
         with pytest.raises(
             BackendRejectedInput, match="data-type is 'FP32', but model 'adder' expects 'FP64'"
         ):
-            v2_backend(kserve, clock=clock).predict([{"x": [1.0]}], None)
+            backend.predict([{"x": [1.0]}], None)
     assert len(metadata_requests(kserve)) == 1
 
     clock.now = METADATA_REFRESH_SECONDS
     with pytest.raises(BackendRejectedInput):
-        v2_backend(kserve, clock=clock).predict([{"x": [1.0]}], None)
-    result = v2_backend(kserve, clock=clock).predict([{"x": [1.0]}], None)
+        backend.predict([{"x": [1.0]}], None)
+    result = backend.predict([{"x": [1.0]}], None)
 
     assert result.predictions == [{"sum": 1.0, "doubled": [2.0]}]
     assert kserve.calls()[-1]["inputs"][0]["datatype"] == "FP64"
@@ -357,7 +333,7 @@ def test_a_400_asks_for_metadata_again_at_most_once_a_minute(kserve):
     clock.now += METADATA_REFRESH_SECONDS - 1
     for _ in range(2):
         with pytest.raises(BackendRejectedInput, match="refused"):
-            v2_backend(kserve, clock=clock).predict([{"x": [1.0]}], None)
+            backend.predict([{"x": [1.0]}], None)
     assert len(metadata_requests(kserve)) == 2
 
 
@@ -444,17 +420,18 @@ def test_without_metadata_later_instances_must_match_the_first(kserve, instances
 
 def test_unusable_metadata_is_remembered_until_a_400_a_minute_later(kserve):
     clock = FakeClock()
+    backend = v2_backend(kserve, clock=clock)
     kserve.control(metadata_raw="<html>gateway</html>")
     for _ in range(2):  # FP64 guessed; the model takes FP32
         with pytest.raises(BackendRejectedInput, match="expects 'FP32'"):
-            v2_backend(kserve, clock=clock).predict([{"x": [1.0]}], None)
+            backend.predict([{"x": [1.0]}], None)
     assert len(metadata_requests(kserve)) == 1
 
     kserve.control()  # the metadata route works again
     clock.now = METADATA_REFRESH_SECONDS
     with pytest.raises(BackendRejectedInput):
-        v2_backend(kserve, clock=clock).predict([{"x": [1.0]}], None)
-    result = v2_backend(kserve, clock=clock).predict([{"x": [1.0]}], None)
+        backend.predict([{"x": [1.0]}], None)
+    result = backend.predict([{"x": [1.0]}], None)
 
     assert result.predictions == [{"sum": 1.0, "doubled": [2.0]}]
     assert len(metadata_requests(kserve)) == 2
@@ -493,11 +470,12 @@ def test_malformed_metadata_falls_back_to_fp64(kserve, document):
 
 def test_a_metadata_server_error_is_not_remembered(kserve):
     kserve.control(metadata_status=503)
+    backend = v2_backend(kserve)
     with pytest.raises(BackendRejectedInput, match="expects 'FP32'"):
-        v2_backend(kserve).predict([{"x": [1.0]}], None)
+        backend.predict([{"x": [1.0]}], None)
 
     kserve.control()
-    result = v2_backend(kserve).predict([{"x": [1.0]}], None)  # asks again at once
+    result = backend.predict([{"x": [1.0]}], None)  # asks again at once
 
     assert result.predictions == [{"sum": 1.0, "doubled": [2.0]}]
     assert kserve.calls()[-1]["inputs"][0]["datatype"] == "FP32"
@@ -601,7 +579,7 @@ def test_nested_output_data_is_accepted(kserve):
 
 def test_build_backend_takes_the_protocol_option(kserve):
     backend = build_backend(
-        "http", kserve.infer_url(), timeout_seconds=5, options={"protocol": "v2"}, model_dir=REPO
+        "http", kserve.infer_url(), timeout_seconds=5, options={"protocol": "v2"}, context=BuildContext(REPO)
     )
     assert backend.predict([{"x": [2.0]}], None).predictions == [{"sum": 2.0, "doubled": [4.0]}]
 
@@ -610,7 +588,11 @@ def test_build_backend_takes_the_protocol_option(kserve):
 def test_build_backend_refuses_an_unknown_protocol(options):
     with pytest.raises(BackendConfigError, match="known: row, v2"):
         build_backend(
-            "http", "http://h/v2/models/m/infer", timeout_seconds=5, options=options, model_dir=REPO
+            "http",
+            "http://h/v2/models/m/infer",
+            timeout_seconds=5,
+            options=options,
+            context=BuildContext(REPO),
         )
 
 

@@ -11,13 +11,13 @@ import orjson
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from caching.backends import BACKEND_KINDS
+from caching.backends import BACKENDS
 from caching.backends.base import BackendError
 from caching.core.canonical import InvalidJSON, parse_json
 from caching.core.store import CacheUnavailable
 from caching.management import reports
 from caching.models import CacheMode, ModelEndpoint
-from caching.selectors import model_settings_describe
+from caching.selectors import model_settings_describe, model_stats
 from caching.services import (
     CLEAR,
     PurgeRefused,
@@ -25,7 +25,6 @@ from caching.services import (
     model_cache_purge,
     model_cache_reclaim,
     model_instances_purge,
-    model_stats,
     model_upsert,
     prediction_serve,
 )
@@ -46,7 +45,7 @@ class Command(BaseCommand):
             "upsert", help="create or update a model (idempotent; flags left out keep their value)"
         )
         upsert.add_argument("name")
-        upsert.add_argument("--backend", choices=BACKEND_KINDS, help="needed only for a new model")
+        upsert.add_argument("--backend", choices=list(BACKENDS), help="needed only for a new model")
         upsert.add_argument("--target", help="needed only for a new model")
         upsert.add_argument("--api-endpoint")
         upsert.add_argument("--ttl", type=int, help="seconds a prediction is served as fresh")

@@ -1,0 +1,105 @@
+"""Serving predictions through the cache, and recording the model versions the cache moves to."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DatabaseError, close_old_connections
+
+from caching.backends.base import BackendMisconfigured
+from caching.core.spec import CacheSpec, Directives, Prediction, VersionChange
+from caching.models import ModelVersionChange
+from caching.runtime import get_runtime
+from caching.selectors import ServedModel, served_model_get, served_vertex_model_get
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotFound(LookupError):
+    """No model is registered under the requested name."""
+
+
+def prediction_serve(
+    *,
+    model_name: str,
+    instances: list[Any],
+    parameters: dict[str, Any] | None,
+    directives: Directives | None = None,
+) -> tuple[ServedModel, Prediction]:
+    """Answer a predict request through the cache."""
+    served = served_model_get(name=model_name)
+    if served is None:
+        raise ModelNotFound(model_name)
+    return served, served_prediction(
+        served=served, instances=instances, parameters=parameters, directives=directives
+    )
+
+
+def vertex_prediction_serve(
+    *,
+    endpoint: str,
+    instances: list[Any],
+    parameters: dict[str, Any] | None,
+    directives: Directives | None = None,
+) -> tuple[ServedModel, Prediction]:
+    """Answer a request made to the Vertex AI route for ``projects/P/locations/L/endpoints/E``."""
+    served = served_vertex_model_get(endpoint=endpoint)
+    if served is None:
+        raise ModelNotFound(endpoint)
+    return served, served_prediction(
+        served=served, instances=instances, parameters=parameters, directives=directives
+    )
+
+
+def served_prediction(
+    *,
+    served: ServedModel,
+    instances: list[Any],
+    parameters: dict[str, Any] | None,
+    directives: Directives | None = None,
+) -> Prediction:
+    """Answer ``instances`` for a model already looked up; records the version change it caused."""
+    if served.backend is None:
+        raise BackendMisconfigured(f"model {served.name!r} is misconfigured: {served.config_error}")
+    prediction = get_runtime().cache.predict(
+        served.spec,
+        served.backend,
+        instances,
+        parameters,
+        directives,
+        version_listener=background_version_change_record,
+    )
+    if prediction.version_change is not None:
+        model_version_change_record(
+            model_id=served.model_id, model_name=served.name, change=prediction.version_change
+        )
+    return prediction
+
+
+def model_version_change_record(*, model_id: int, model_name: str, change: VersionChange) -> None:
+    """Keep the history of the versions a model's cache followed (shown in the admin and stats)."""
+
+    def clipped(field: str, value: str | None) -> str:  # versions are backend-supplied text
+        return (value or "")[: ModelVersionChange._meta.get_field(field).max_length]
+
+    try:
+        ModelVersionChange.objects.create(
+            model_id=model_id,
+            previous_version=clipped("previous_version", change.previous),
+            version=clipped("version", change.current),
+            model_version_id=clipped("model_version_id", change.model_version_id),
+            deployed_model_id=clipped("deployed_model_id", change.deployed_model_id),
+        )
+    except DatabaseError:
+        # The cache has moved already and the client's answer is right: losing one history
+        # row must not turn it into an error.
+        logger.exception("could not record the version change of %s", model_name)
+
+
+def background_version_change_record(spec: CacheSpec, change: VersionChange) -> None:
+    """The read-through cache's listener for version changes found by background refreshes."""
+    try:
+        model_version_change_record(model_id=spec.model_id, model_name=spec.model_name, change=change)
+    finally:
+        close_old_connections()  # this runs on a refresh thread, outside any request
