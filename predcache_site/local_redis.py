@@ -50,8 +50,11 @@ def embedded_redis_binary() -> str:
 class RedisServer:
     """A redis-server process of our own on a loopback port, keeping nothing on disk."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path | None = None, port: int | None = None, arguments: tuple[str, ...] = ()
+    ) -> None:
         self.port = port or free_port()
+        self.arguments = arguments  # more redis-server options, e.g. ("--maxmemory-policy", "allkeys-lru")
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="predcache-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +65,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [embedded_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir), *self.arguments]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: redis_answers(self.url), timeout=10, what="the embedded redis-server")
         return self

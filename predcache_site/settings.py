@@ -9,6 +9,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from predcache_site.broker import redis_broker_tls, redis_url_with_password
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -44,6 +46,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_celery_beat",
     "caching",
 ]
 
@@ -163,9 +166,42 @@ PREDCACHE_API_KEY_CACHE_SECONDS = env.float("PREDCACHE_API_KEY_CACHE_SECONDS", d
 PREDCACHE_STATS_FLUSH_SECONDS = env.float("PREDCACHE_STATS_FLUSH_SECONDS", default=1.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREDCACHE_MAX_BODY_BYTES
 
-# Celery (the worker and beat are not wired up yet): the cache's Redis unless set apart; the
-# worker must pass PREDCACHE_REDIS_PASSWORD and the CA on to its broker connection.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# --- Celery: warming, refresh-ahead, scheduled purges (predcache_site/celery.py) ------------------
+# The broker: the cache's Redis unless set apart (Redis with noeviction, or RabbitMQ amqp://...).
+# Given apart, the cache's AUTH string and CA are not passed on: put the broker's own in its URL.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+if not CELERY_BROKER_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    if PREDCACHE_REDIS_PASSWORD:
+        CELERY_BROKER_URL = redis_url_with_password(REDIS_URL, PREDCACHE_REDIS_PASSWORD)
+    if CELERY_BROKER_URL.startswith("rediss://"):
+        CELERY_BROKER_USE_SSL = redis_broker_tls(
+            PREDCACHE_REDIS_CA_CERT, check_hostname=PREDCACHE_REDIS_TLS_CHECK_HOSTNAME, var_dir=VAR_DIR
+        )
+CELERY_TASK_SERIALIZER = CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]  # never pickle: a message cannot run code in a worker
+CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is delivered again...
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ...also when the process was killed, not only on errors
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a long warm never holds other tasks back
+CELERY_TASK_IGNORE_RESULT = True  # runs are recorded in the database (WarmRun), not in a result store
+# The queue: "predcache-<installation id>" unless set, so installations sharing a broker never run
+# each other's tasks (a task names a model by its database id). Redis brokers: a key prefix too.
+PREDCACHE_CELERY_QUEUE = env.str("PREDCACHE_CELERY_QUEUE", default="")
+PREDCACHE_CELERY_KEY_PREFIX = env.str("PREDCACHE_CELERY_KEY_PREFIX", default="")
+CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The longest task (a warm) is stopped after this; the broker redelivers an unacknowledged task
+# only after the visibility timeout, which must be longer, or a long warm would run twice at once.
+PREDCACHE_TASK_TIME_LIMIT_SECONDS = env.int("PREDCACHE_TASK_TIME_LIMIT_SECONDS", default=3600)
+CELERY_TASK_TIME_LIMIT = PREDCACHE_TASK_TIME_LIMIT_SECONDS
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, PREDCACHE_TASK_TIME_LIMIT_SECONDS - 60)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * PREDCACHE_TASK_TIME_LIMIT_SECONDS}
+if PREDCACHE_CELERY_KEY_PREFIX:
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = PREDCACHE_CELERY_KEY_PREFIX
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Where background work runs: Celery workers (true), or threads in each web process (false: a
+# deployment with no worker, and the in-process tests).
+PREDCACHE_BACKGROUND_IN_WORKERS = env.bool("PREDCACHE_BACKGROUND_IN_WORKERS", default=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["caching.api.authentication.ApiKeyAuthentication"],

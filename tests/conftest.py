@@ -198,3 +198,41 @@ def kserve(kserve_server_url: str) -> KServeServer:
     server = KServeServer(kserve_server_url)
     server.reset()
     return server
+
+
+@pytest.fixture(scope="session")
+def broker(redis_url: str) -> Any:
+    """The Celery broker of this test run: the tests' Redis, under the run's key prefix, its own queue."""
+    from tests.support.celery_worker import Broker, new_queue, use_broker
+
+    session_broker = Broker(url=redis_url, key_prefix=f"{SESSION_PREFIX}celery:", queue=new_queue())
+    use_broker(session_broker)
+    return session_broker
+
+
+@pytest.fixture(scope="module")
+def celery(
+    broker: Any, redis_url: str, django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any
+) -> Iterator[Any]:
+    """A real prefork Celery worker with an embedded beat, on the test database, for one test module.
+
+    Tests that use it take ``on_worker`` too: the worker's key prefix, tasks sent to workers.
+    """
+    from tests.support.celery_worker import celery_worker
+    from tests.support.gunicorn_server import environment_serving_the_test_database
+
+    environment = {
+        **environment_serving_the_test_database(django_db_blocker, redis_url, name="worker"),
+        **broker.environment(),
+    }
+    with celery_worker(tmp_path_factory.mktemp("celery"), environment=environment, beat=True) as worker:
+        worker.key_prefix = environment["PREDCACHE_KEY_PREFIX"]
+        yield worker
+
+
+@pytest.fixture
+def on_worker(celery: Any, settings: Any, transactional_db: None) -> Any:
+    """This test shares the worker's keys (its prefix) and sends background work to it."""
+    settings.PREDCACHE_KEY_PREFIX = celery.key_prefix
+    settings.PREDCACHE_BACKGROUND_IN_WORKERS = True
+    return celery

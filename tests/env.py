@@ -9,3 +9,6 @@ os.environ.setdefault("PREDCACHE_STATS_FLUSH_SECONDS", "0")
 # One installation id for the test process and the servers it starts: the test database is
 # flushed between transactional tests, which deletes the row the migrations made.
 os.environ.setdefault("PREDCACHE_INSTALLATION_ID", "tests")
+# Background work runs on this process's threads, as where no worker runs; tests of the Celery
+# side start a real worker and switch it on (tests/conftest.py, on_worker).
+os.environ.setdefault("PREDCACHE_BACKGROUND_IN_WORKERS", "false")

@@ -24,6 +24,9 @@ POLICY_DEFAULTS = {
     "policy-0-admit_after": "1",
     "policy-0-compress_over_bytes": "4096",
     "policy-0-compression": "zlib",
+    "policy-0-warm_rate": "50",
+    "policy-0-warm_batch_size": "100",
+    "policy-0-refresh_ahead_seconds": "0",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,8 +100,30 @@ def test_memorystore_with_auth_and_the_server_ca_as_separate_secrets():
         "PREDCACHE_REDIS_CA_CERT": FAKE_PEM,
         # The CA is the instance's own, so the chain proves the server; see settings.py.
         "PREDCACHE_REDIS_TLS_CHECK_HOSTNAME": False,
-        "CELERY_BROKER_URL": "rediss://10.0.0.3:6378/0",
+        # The broker is the same Redis: kombu takes the AUTH string in the URL only.
+        "CELERY_BROKER_URL": "rediss://:auth-string@10.0.0.3:6378/0",
     }
+
+
+def test_the_broker_in_the_caches_redis_gets_its_tls_ca_as_a_file(tmp_path):
+    found = settings_under(
+        {"REDIS_URL": "rediss://10.0.0.3:6378/0", "REDIS_CA_CERT": FAKE_PEM},
+        "CELERY_BROKER_USE_SSL",
+    )["CELERY_BROKER_USE_SSL"]
+    assert found["ssl_check_hostname"] is False and found["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert Path(found["ssl_ca_certs"]).read_text() == FAKE_PEM
+
+
+def test_a_broker_given_apart_is_left_as_given():
+    found = settings_under(
+        {
+            "REDIS_URL": "rediss://10.0.0.3:6378/0",
+            "REDIS_AUTH": "a",
+            "CELERY_BROKER_URL": "amqp://guest@mq//",
+        },
+        "CELERY_BROKER_URL",
+    )
+    assert found == {"CELERY_BROKER_URL": "amqp://guest@mq//"}
 
 
 def test_redis_password_is_an_alias_and_auth_wins():

@@ -81,6 +81,10 @@ class KeySpace:
         """A computed prediction that was not stored (not yet admitted), kept briefly for waiters."""
         return f"{namespace}:h:{digest}"
 
+    def job(self, namespace: str, job: str) -> str:
+        """Held (with a random token, expiring) while one background job of the model runs."""
+        return f"{namespace}:job:{job}"
+
     def entry(self, namespace: str, digest: str) -> str:
         return f"{namespace}:e:{digest}"
 

@@ -170,6 +170,13 @@ return {status, current, stored}
 """
 
 
+# Delete a lock only while it still holds the caller's token.
+_UNLOCK_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Fresh:
     """One encoded prediction to store, with its lifetime in Redis."""
@@ -186,6 +193,7 @@ class PredictionStore:
         self.client = client
         self.keyspace = keyspace
         self._save_script = client.register_script(_SAVE_SCRIPT)
+        self._unlock_script = client.register_script(_UNLOCK_SCRIPT)
 
     def lookup(self, namespace: str, model_version: str, digests: Sequence[str]) -> Lookup:
         """Read both generations, the followed version and every entry with a single MGET."""
@@ -308,6 +316,23 @@ class PredictionStore:
         if digests:
             empty = Lookup("", (), [])
             self.save(namespace, empty, [], locks=digests, lock_token=token)
+
+    def job_lock(self, namespace: str, job: str, token: str, ttl_seconds: float) -> bool:
+        """Take the lock of one background job of a model (a warm, a purge); it expires by itself."""
+        try:
+            taken = self.client.set(
+                self.keyspace.job(namespace, job), token, nx=True, px=max(1, int(ttl_seconds * 1000))
+            )
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        return bool(taken)
+
+    def job_unlock(self, namespace: str, job: str, token: str) -> None:
+        """Give a job lock back, only if this holder still has it (it may have expired and moved on)."""
+        try:
+            self._unlock_script(keys=[self.keyspace.job(namespace, job)], args=[token])
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
 
     def purge(self, namespace: str, model_version: str | None = None, *, keep_versions: bool = False) -> None:
         """Make every entry of the model (or of one of its versions) unreachable at once.

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 from django.utils import timezone
 
 from caching.core.keys import version_tag
 from caching.models import ModelEndpoint, PurgeRecord, PurgeScope
 from caching.runtime import get_runtime
 from caching.selectors import model_namespace, served_model_get
+from caching.services.jobs import background_task_send
 from caching.services.predictions import ModelNotFound
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ def model_cache_purge(
     """Make cached predictions of ``model`` (or of one version) unreachable now, and record it.
 
     O(1): a generation swap. With ``reclaim`` (and PREDCACHE_RECLAIM_AFTER_PURGE), a
-    background thread frees the purged entries' memory once the transaction commits.
+    Celery task (or, with no workers, a background thread) frees the purged entries' memory
+    once the transaction commits.
     Raises CacheUnavailable when Redis does not answer (the purge did not happen) and
     PurgeRefused when ``model_version`` names no version whose entries could be served.
     """
@@ -53,8 +55,7 @@ def model_cache_purge(
         requested_by=_requester(requested_by),
     )
     if reclaim and settings.PREDCACHE_RECLAIM_AFTER_PURGE:
-        model_id = model.pk
-        transaction.on_commit(lambda: _reclaim_in_background(model_id))
+        _reclaim_in_background(model.pk)
     return PurgeOutcome(message, record)
 
 
@@ -156,20 +157,29 @@ def _entry_liveness(*, model: ModelEndpoint) -> Callable[[dict[str, Any]], bool]
 
 
 def _reclaim_in_background(model_id: int) -> None:
-    """Reclaim ``model_id``'s unreachable entries on this process's background thread; never raises."""
+    """Reclaim ``model_id``'s unreachable entries once the purge commits: on a worker, or on a thread."""
 
-    def reclaim() -> None:
+    def reclaim_here() -> None:
         try:
-            model = ModelEndpoint.objects.filter(pk=model_id).first()
-            if model is not None:
-                freed = model_cache_reclaim(model=model)
-                logger.info("reclaimed %d purged entries of %s", freed, model.name)
+            model_reclaim_by_id(model_id=model_id)
         except Exception:  # a background nicety: entries still expire by TTL
             logger.exception("reclaiming purged entries of model %s failed", model_id)
         finally:
             close_old_connections()  # this thread's own database connection
 
-    get_runtime().background.submit(("reclaim", model_id), reclaim)
+    background_task_send(
+        task="predcache.reclaim_model", args=[model_id], fallback=reclaim_here, key=("reclaim", model_id)
+    )
+
+
+def model_reclaim_by_id(*, model_id: int) -> int:
+    """Reclaim a model named by its id (as tasks carry it); 0 if it was deleted meanwhile."""
+    model = ModelEndpoint.objects.filter(pk=model_id).first()
+    if model is None:
+        return 0
+    freed = model_cache_reclaim(model=model)
+    logger.info("reclaimed %d purged entries of %s", freed, model.name)
+    return freed
 
 
 def _version_names(tag: str) -> set[str]:

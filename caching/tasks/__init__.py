@@ -1,0 +1,8 @@
+"""Celery tasks, an interface like the views: each loads its inputs and calls one service.
+
+Found by the app's autodiscovery (``caching.tasks``); each concern's tasks live in a module.
+"""
+
+from caching.tasks.purges import purge_model, reclaim_model
+
+__all__ = ["purge_model", "reclaim_model"]

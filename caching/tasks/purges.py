@@ -1,0 +1,56 @@
+"""Scheduled purges and the reclaim of purged entries' memory."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from caching.models import ModelEndpoint
+from caching.services.jobs import model_job_lock
+from caching.services.purges import model_cache_purge, model_reclaim_by_id
+
+logger = logging.getLogger(__name__)
+
+# Purges and reclaims are short: a SCAN of one model's keys at the most.
+PURGE_TIME_LIMIT_SECONDS = 600
+
+
+@shared_task(
+    name="predcache.purge_model",
+    bind=True,
+    time_limit=PURGE_TIME_LIMIT_SECONDS,
+    soft_time_limit=PURGE_TIME_LIMIT_SECONDS - 30,
+    max_retries=10,
+)
+def purge_model(self: object, model_id: int, requested_by: str = "schedule") -> str:
+    """Purge every cached prediction of a model (its purge schedule), then free their memory."""
+    model = ModelEndpoint.objects.filter(pk=model_id).first()
+    if model is None:
+        return "deleted"
+    with model_job_lock(model=model, job="purge", seconds=PURGE_TIME_LIMIT_SECONDS) as mine:
+        if not mine:
+            # Another purge of this model is running: this one would change nothing more.
+            logger.info("a purge of %s is running already; this one is skipped", model.name)
+            return "skipped"
+        outcome = model_cache_purge(model=model, requested_by=requested_by, reclaim=False)
+        if settings.PREDCACHE_RECLAIM_AFTER_PURGE:
+            model_reclaim_by_id(model_id=model_id)
+    return outcome.message
+
+
+@shared_task(
+    name="predcache.reclaim_model",
+    time_limit=PURGE_TIME_LIMIT_SECONDS,
+    soft_time_limit=PURGE_TIME_LIMIT_SECONDS - 30,
+)
+def reclaim_model(model_id: int) -> int:
+    """Free the memory of a model's entries that can no longer be served; returns how many."""
+    model = ModelEndpoint.objects.filter(pk=model_id).first()
+    if model is None:
+        return 0
+    with model_job_lock(model=model, job="reclaim", seconds=PURGE_TIME_LIMIT_SECONDS) as mine:
+        if not mine:
+            return 0  # another reclaim walks the same keys right now
+        return model_reclaim_by_id(model_id=model_id)

@@ -1,0 +1,34 @@
+"""The Celery broker connection when it is the cache's own Redis: its AUTH string and TLS CA passed on."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+
+def redis_url_with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as its password (kombu reads it from the URL only)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_broker_tls(ca_cert: str, *, check_hostname: bool, var_dir: Path) -> dict[str, Any]:
+    """kombu's ``broker_use_ssl`` for a ``rediss://`` broker; a CA given as PEM text is written to a file."""
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": check_hostname}
+    if ca_cert:
+        if "-----BEGIN" in ca_cert:
+            var_dir.mkdir(exist_ok=True)
+            path = var_dir / "redis-ca.pem"
+            if not path.exists() or path.read_text() != ca_cert:
+                path.write_text(ca_cert)
+            ca_cert = str(path)
+        options["ssl_ca_certs"] = ca_cert
+    return options
