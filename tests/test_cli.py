@@ -152,7 +152,8 @@ def test_upsert_sets_every_policy_flag(db, capsys):
         *base,
         "--ttl", "120", "--jitter", "0.2", "--stale-while-revalidate", "30", "--stale-if-error", "600",
         "--mode", "bypass", "--round", "3sig", "--ignore-field", "request_id", "--ignore-field", "meta.trace",
-        "--admit-after", "2", "--max-entry-bytes", "5000",
+        "--admit-after", "2", "--max-entry-bytes", "5000", "--purge-cron", "0 3 * * *",
+        "--warm-rate", "20", "--warm-batch-size", "25", "--refresh-ahead", "300",
     )  # fmt: skip
     policy = CachePolicy.objects.get(model__name="p")
     assert (policy.ttl_seconds, policy.ttl_jitter, policy.mode) == (120, 0.2, "bypass")
@@ -160,6 +161,8 @@ def test_upsert_sets_every_policy_flag(db, capsys):
     assert (policy.round_decimals, policy.round_significant) == (None, 3)
     assert policy.ignore_fields == ["request_id", "meta.trace"]
     assert (policy.admit_after, policy.max_entry_bytes) == (2, 5000)
+    assert (policy.purge_schedule, policy.warm_rate, policy.warm_batch_size) == ("0 3 * * *", 20, 25)
+    assert policy.refresh_ahead_seconds == 300
 
     call_command(*base, "--round", "2")
     policy.refresh_from_db()
@@ -167,11 +170,23 @@ def test_upsert_sets_every_policy_flag(db, capsys):
     call_command(*base, "--round", "off", "--cache")
     policy.refresh_from_db()
     assert (policy.round_decimals, policy.round_significant, policy.mode) == (None, None, "cache")
+    call_command(*base, "--warm-rate", "off", "--purge-cron", "")
+    policy.refresh_from_db()
+    assert (policy.warm_rate, policy.purge_schedule) == (None, "")
 
 
 @pytest.mark.parametrize(
     "flags",
-    [("--jitter", "0.9"), ("--admit-after", "0"), ("--round", "x"), ("--mode", "sometimes"), ("--ttl", "0")],
+    [
+        ("--jitter", "0.9"),
+        ("--admit-after", "0"),
+        ("--round", "x"),
+        ("--mode", "sometimes"),
+        ("--ttl", "0"),
+        ("--purge-cron", "every day"),
+        ("--warm-rate", "0"),
+        ("--warm-batch-size", "0"),
+    ],
 )
 def test_invalid_policy_flags_are_refused_and_change_nothing(db, flags):
     base = ("predcache", "models", "upsert", "p", "--backend", "http", "--target", "http://127.0.0.1:9/p")

@@ -78,6 +78,24 @@ class Command(BaseCommand):
             "--admit-after", type=int, metavar="K", help="store after K requests of an instance"
         )
         upsert.add_argument("--max-entry-bytes", type=int, help="larger predictions are not stored")
+        upsert.add_argument(
+            "--purge-cron",
+            metavar='"M H DoM Mon DoW"',
+            help="purge the whole model on this cron schedule (UTC; run by celery beat); '' for none",
+        )
+        upsert.add_argument(
+            "--warm-rate",
+            type=_warm_rate,
+            metavar="INSTANCES_PER_SECOND",
+            help="warming sends the model at most this many instances a second ('off': unthrottled)",
+        )
+        upsert.add_argument("--warm-batch-size", type=int, metavar="N", help="instances per warming call")
+        upsert.add_argument(
+            "--refresh-ahead",
+            type=int,
+            metavar="SECONDS",
+            help="recompute popular entries that expire within this window before they do (0: off)",
+        )
         upsert.add_argument("--timeout", type=float, help="seconds one backend call may take")
         upsert.add_argument("--model-version", help="version text that is part of every cache key")
         upsert.add_argument(
@@ -183,6 +201,10 @@ class Command(BaseCommand):
                 ignore_fields=options["ignore_field"],
                 admit_after=options["admit_after"],
                 max_entry_bytes=options["max_entry_bytes"],
+                purge_schedule=options["purge_cron"],
+                warm_rate=options["warm_rate"],
+                warm_batch_size=options["warm_batch_size"],
+                refresh_ahead_seconds=options["refresh_ahead"],
                 **(options["round"] or {}),
             )
         except ValidationError as exc:
@@ -274,6 +296,15 @@ def _rounding(text: str) -> dict[str, Any]:
     if significant:
         return {"round_decimals": CLEAR, "round_significant": int(digits)}
     return {"round_decimals": int(digits), "round_significant": CLEAR}
+
+
+def _warm_rate(text: str) -> Any:
+    """argparse type of ``--warm-rate``: a positive number of instances a second, or ``off``."""
+    if text == "off":
+        return CLEAR
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a whole number of instances a second (at least 1), or off")
+    return int(text)
 
 
 def _json_object(text: str) -> dict[str, Any]:
