@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import orjson
 from django.db.models import QuerySet
+from django_celery_beat.models import PeriodicTask
 from rest_framework_api_key.models import APIKey
 
 from caching.backends.base import Backend, BackendConfigError
@@ -175,3 +176,12 @@ def model_stats(*, model: ModelEndpoint) -> dict[str, Any]:
             "observed_at": last_change.observed_at.isoformat(),
         },
     }
+
+
+def schedules_list() -> list[PeriodicTask]:
+    """The periodic tasks predcache keeps (``predcache:*``), by name."""
+    return list(
+        PeriodicTask.objects.filter(name__startswith="predcache:")
+        .select_related("interval", "crontab")
+        .order_by("name")
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import orjson
@@ -76,13 +76,16 @@ def shown(field: str, value: Any) -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell; every column but the first is right-aligned."""
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, right_aligned: Collection[int] | None = None
+) -> str:
+    """Columns padded to their widest cell; ``right_aligned`` ones (default: all but the first) right."""
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    right = set(range(1, len(headers))) if right_aligned is None else set(right_aligned)
 
     def line(cells: Sequence[str]) -> str:
         padded = [
-            cell.ljust(width) if index == 0 else cell.rjust(width)
+            cell.rjust(width) if index in right else cell.ljust(width)
             for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
         ]
         return "  ".join(padded).rstrip()

@@ -3,6 +3,6 @@
 Found by the app's autodiscovery (``caching.tasks``); each concern's tasks live in a module.
 """
 
-from caching.tasks.purges import purge_model, reclaim_model
+from caching.tasks.purges import purge_model, reclaim_all, reclaim_model
 
-__all__ = ["purge_model", "reclaim_model"]
+__all__ = ["purge_model", "reclaim_all", "reclaim_model"]

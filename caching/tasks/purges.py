@@ -54,3 +54,12 @@ def reclaim_model(model_id: int) -> int:
         if not mine:
             return 0  # another reclaim walks the same keys right now
         return model_reclaim_by_id(model_id=model_id)
+
+
+@shared_task(name="predcache.reclaim_all", time_limit=PURGE_TIME_LIMIT_SECONDS * 4)
+def reclaim_all() -> int:
+    """Reclaim every model in turn (the daily catch-all); returns the entries freed."""
+    freed = 0
+    for model_id in ModelEndpoint.objects.values_list("pk", flat=True):
+        freed += reclaim_model(model_id)
+    return freed

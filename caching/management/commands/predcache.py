@@ -17,7 +17,7 @@ from caching.core.canonical import InvalidJSON, parse_json
 from caching.core.store import CacheUnavailable
 from caching.management import reports
 from caching.models import CacheMode, ModelEndpoint
-from caching.selectors import model_settings_describe, model_stats
+from caching.selectors import model_settings_describe, model_stats, schedules_list
 from caching.services import (
     CLEAR,
     PurgeRefused,
@@ -28,6 +28,7 @@ from caching.services import (
     model_upsert,
     prediction_serve,
 )
+from caching.services.schedules import schedules_install
 
 WARM_BATCH = 100
 
@@ -145,6 +146,17 @@ class Command(BaseCommand):
         warm.add_argument("--file", required=True, type=Path, help="JSON Lines, one instance a line")
         warm.add_argument("--parameters", help="JSON object of parameters sent with every instance")
 
+        schedules = commands.add_parser(
+            "schedules", help="the periodic tasks celery beat runs (kept in the database)"
+        ).add_subparsers(dest="schedules_command", required=True)
+        schedules.add_parser(
+            "install",
+            help="make every schedule match the models and warm sets, with the defaults (idempotent)",
+        )
+        schedules.add_parser(
+            "list", help="the periodic tasks predcache keeps, with their schedule and last run"
+        )
+
         stats = commands.add_parser(
             "stats", help="requests, hits and what the cache saved: a table of models, or one model in full"
         )
@@ -160,6 +172,7 @@ class Command(BaseCommand):
             "reclaim": lambda: self._reclaim(options["name"]),
             "warm": lambda: self._warm(options["name"], options["file"], options["parameters"]),
             "stats": lambda: self._stats(options["name"], options["json"]),
+            "schedules": lambda: self._schedules(options["schedules_command"]),
         }[command]
         try:
             handler()
@@ -265,6 +278,29 @@ class Command(BaseCommand):
             raise CommandError(f"warming stopped after {totals['instances']} instances: {exc}") from exc
         self.stdout.write(" ".join(f"{key}={value}" for key, value in totals.items()))
 
+    def _schedules(self, command: str) -> None:
+        if command == "install":
+            changes = schedules_install()
+            for change in changes:
+                self.stdout.write(change)
+            self.stdout.write(f"schedules installed ({len(changes)} changed)")
+            return
+        rows = [
+            [
+                task.name,
+                task.task,
+                str(task.crontab or task.interval),
+                _when(task.last_run_at),
+                "yes" if task.enabled else "no",
+            ]
+            for task in schedules_list()
+        ]
+        if rows:
+            headers = ["NAME", "TASK", "SCHEDULE", "LAST RUN", "ENABLED"]
+            self.stdout.write(reports.table(headers, rows, right_aligned=()))
+        else:
+            self.stdout.write("no schedules (predcache schedules install)")
+
     def _stats(self, name: str | None, as_json: bool) -> None:
         models = [_model_named(name)] if name else list(ModelEndpoint.objects.all())
         all_stats = [model_stats(model=model) for model in models]
@@ -277,6 +313,10 @@ class Command(BaseCommand):
             self.stdout.write(reports.stats_summary(all_stats))
         else:
             self.stdout.write("no models are registered (predcache models upsert NAME ...)")
+
+
+def _when(moment: Any) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _model_named(name: str) -> ModelEndpoint:

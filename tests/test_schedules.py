@@ -1,0 +1,154 @@
+"""Schedules kept in the database (django-celery-beat) in step with policies, and run by a real beat."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
+
+from caching.models import CachePolicy, ModelEndpoint, PurgeRecord
+from caching.services import model_upsert
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.django_db
+
+
+def _task(name: str) -> PeriodicTask | None:
+    return PeriodicTask.objects.filter(name=name).select_related("crontab", "interval").first()
+
+
+def test_a_purge_cron_becomes_a_periodic_task_and_follows_the_policy(http_model):
+    model_upsert(name="echo", purge_schedule="30 2 * * 1")
+    task = _task(f"predcache:purge:m{http_model.pk}")
+    assert task is not None and task.task == "predcache.purge_model"
+    assert json.loads(task.args) == [http_model.pk]
+    crontab = task.crontab
+    assert (crontab.minute, crontab.hour, crontab.day_of_week, str(crontab.timezone)) == (
+        "30",
+        "2",
+        "1",
+        "UTC",
+    )
+
+    model_upsert(name="echo", purge_schedule="0 4 * * *")
+    assert _task(f"predcache:purge:m{http_model.pk}").crontab.hour == "4"
+
+    model_upsert(name="echo", purge_schedule="")
+    assert _task(f"predcache:purge:m{http_model.pk}") is None
+
+
+def test_refresh_ahead_runs_a_few_times_per_window(http_model):
+    model_upsert(name="echo", refresh_ahead_seconds=600)
+    task = _task(f"predcache:refresh-ahead:m{http_model.pk}")
+    assert task is not None and task.task == "predcache.refresh_ahead"
+    assert (task.interval.every, task.interval.period) == (150, "seconds")
+    model_upsert(name="echo", refresh_ahead_seconds=0)
+    assert _task(f"predcache:refresh-ahead:m{http_model.pk}") is None
+
+
+def test_a_deleted_model_takes_its_schedules_with_it(http_model):
+    model_upsert(name="echo", purge_schedule="0 3 * * *", refresh_ahead_seconds=60)
+    http_model.delete()
+    assert not PeriodicTask.objects.filter(name__startswith="predcache:").exclude(
+        name="predcache:reclaim:all"
+    )
+
+
+def test_an_admin_edit_of_the_policy_changes_the_schedule(admin_client, http_model):
+    from tests.test_admin import POLICY_DEFAULTS
+
+    policy = CachePolicy.objects.get(model=http_model)
+    form = {
+        "name": "echo",
+        "backend": "http",
+        "target": http_model.target,
+        "api_endpoint": "",
+        "timeout_seconds": "30",
+        "model_version": "",
+        "options": "{}",
+        "policy-TOTAL_FORMS": "1",
+        "policy-INITIAL_FORMS": "1",
+        "policy-MIN_NUM_FORMS": "1",
+        "policy-MAX_NUM_FORMS": "1",
+        "policy-0-id": str(policy.pk),
+        "policy-0-model": str(http_model.pk),
+        "version_changes-TOTAL_FORMS": "0",
+        "version_changes-INITIAL_FORMS": "0",
+        **POLICY_DEFAULTS,
+        "policy-0-ttl_seconds": "300",
+        "policy-0-purge_schedule": "15 1 * * *",
+    }
+    response = admin_client.post(f"/admin/caching/modelendpoint/{http_model.pk}/change/", form)
+    assert response.status_code == 302, response.content[:3000]
+    assert _task(f"predcache:purge:m{http_model.pk}").crontab.minute == "15"
+
+
+def test_schedules_install_is_idempotent_and_removes_orphans(http_model, capsys):
+    model_upsert(name="echo", purge_schedule="0 3 * * *")
+    PeriodicTask.objects.filter(name=f"predcache:purge:m{http_model.pk}").delete()  # lost by hand
+    orphan = {"task": "predcache.purge_model", "args": "[999999]", "interval": _any_interval()}
+    PeriodicTask.objects.create(name="predcache:purge:m999999", **orphan)  # its model is gone
+
+    call_command("predcache", "schedules", "install")
+    out = capsys.readouterr().out
+    assert f"created predcache:purge:m{http_model.pk}" in out
+    assert "created predcache:reclaim:all" in out
+    assert "deleted predcache:purge:m999999" in out
+
+    call_command("predcache", "schedules", "install")
+    assert capsys.readouterr().out.strip() == "schedules installed (0 changed)"
+    call_command("predcache", "schedules", "list")
+    listed = capsys.readouterr().out
+    assert f"predcache:purge:m{http_model.pk}" in listed and "0 3 * * *" in listed
+
+
+def _any_interval():
+    from django_celery_beat.models import IntervalSchedule
+
+    return IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)[0]
+
+
+# --- a running beat (DatabaseScheduler) picks the schedules up -------------------------------------
+
+
+def _due_now(name: str) -> None:
+    """As if the schedule's time had come: its last run two intervals ago, then tell beat."""
+    PeriodicTask.objects.filter(name=name).update(last_run_at=timezone.now() - timedelta(minutes=2))
+    PeriodicTasks.update_changed()  # a bulk update bypasses the signals that tell beat
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_purge_cron_purges_through_the_running_beat(on_worker, api, backend):
+    model, _ = model_upsert(name="nightly", backend="http", target=backend.predict_url)
+    api.predict("nightly", {"instances": [[1]]})
+    assert api.predict("nightly", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+    model_upsert(name="nightly", purge_schedule="* * * * *")  # every minute: due at the next one
+    _due_now(f"predcache:purge:m{model.pk}")
+
+    wait_until(
+        lambda: PurgeRecord.objects.filter(model=model).exists(), timeout=60, what="the scheduled purge"
+    )
+    assert PurgeRecord.objects.get(model=model).requested_by == "schedule"
+    assert api.predict("nightly", {"instances": [[1]]})["X-Cache"] == "MISS"
+    assert "predcache.purge_model" in on_worker.log_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_schedule_edited_while_beat_runs_is_picked_up_without_a_restart(on_worker, api, backend):
+    model, _ = model_upsert(
+        name="edited", backend="http", target=backend.predict_url, purge_schedule="0 0 1 1 *"
+    )
+    api.predict("edited", {"instances": [[1]]})
+
+    model_upsert(name="edited", purge_schedule="* * * * *")  # edited, as in the admin
+    _due_now(f"predcache:purge:m{model.pk}")
+
+    wait_until(
+        lambda: PurgeRecord.objects.filter(model=model).exists(), timeout=60, what="the edited schedule"
+    )
+    assert ModelEndpoint.objects.get(pk=model.pk).purges.count() >= 1
