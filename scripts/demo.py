@@ -162,11 +162,21 @@ def main() -> None:
             env=env,
         )
         key = demo_key(env)
+        subprocess.run(
+            [PYTHON, "manage.py", "predcache", "schedules", "install"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         gunicorn = [PYTHON, "-m", "gunicorn", "-c", "predcache_site/gunicorn_conf.py", "predcache_site.wsgi"]
         env.update(GUNICORN_BIND=f"fd://{listener.fileno()}", GUNICORN_ACCESS_LOG="-")
         processes.append(subprocess.Popen(gunicorn, cwd=REPO, env=env, pass_fds=(listener.fileno(),)))
         base = f"http://127.0.0.1:{port}"
         wait_for_gunicorn(processes[0], base)
+        worker_log = VAR / "celery.log"
+        processes.append(start_worker(env, worker_log))
+        wait_for_worker(processes[1], worker_log)
         url = f"{base}/v1/models/iris:predict"
         # A fresh start: the instances below are not cached yet, so their first answer is a MISS.
         subprocess.run(
@@ -197,22 +207,63 @@ the second comes from Redis (X-Cache: HIT).
 
 Admin: {base}/admin/ (create a login: .venv/bin/python manage.py createsuperuser)
 API docs: {base}/v1/docs     CLI: REDIS_URL={redis_url} .venv/bin/python manage.py predcache stats
+Celery: a worker with beat (warming, refresh-ahead, scheduled purges), its log in {worker_log}
+  schedules: REDIS_URL={redis_url} .venv/bin/python manage.py predcache schedules list
 Press Ctrl-C to stop.
 """,
             flush=True,
         )
-        if processes[0].wait() != 0:
-            sys.exit(f"gunicorn stopped with status {processes[0].returncode} (its log is above)")
+        stopped = wait_for_one_to_stop(processes)
+        name = "gunicorn" if stopped is processes[0] else f"the Celery worker (see {worker_log})"
+        sys.exit(f"{name} stopped with status {stopped.returncode}; stopping the demo")
     except KeyboardInterrupt:
         pass
     finally:
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-                process.wait(timeout=15)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         listener.close()
         if embedded is not None:
             embedded.stop()
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A Celery worker with an embedded beat (one process is enough on one machine), logging to ``log``."""
+    command = [PYTHON, "-m", "celery", "-A", "predcache_site", "worker", "--beat", "--concurrency", "2"]
+    command += ["--loglevel", "INFO", "--schedule", str(VAR / "celerybeat-schedule")]
+    with log.open("ab") as output:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+
+def wait_for_worker(process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    """Until the worker says it is ready; exits at once (non-zero) if it stops first."""
+    start = log.stat().st_size  # the log is appended to across runs: read this run's part
+    deadline = time.monotonic() + timeout
+    while True:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            if b" ready." in handle.read():
+                return
+        if process.poll() is not None:
+            sys.exit(f"the Celery worker exited with status {process.returncode} (see {log})")
+        if time.monotonic() > deadline:
+            sys.exit(f"the Celery worker was not ready within {timeout:.0f} s (see {log})")
+        time.sleep(0.2)
+
+
+def wait_for_one_to_stop(processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Block until one of the demo's processes exits (Ctrl-C and SIGTERM end the wait too)."""
+    while True:
+        for process in processes:
+            if process.poll() is not None:
+                return process
+        time.sleep(0.5)
 
 
 def _ready(base: str) -> bool:

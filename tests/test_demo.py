@@ -77,6 +77,7 @@ def test_the_demo_runs_and_its_curl_line_shows_a_miss_then_a_hit(tmp_path: Path,
         PREDCACHE_DEMO_DIR=str(tmp_path),  # its database, model, key and static files: not the checkout's
         DATABASE_URL=f"sqlite:///{tmp_path / 'predcache.sqlite3'}",  # a new machine's (CI sets PostgreSQL's)
         PREDCACHE_INSTALLATION_ID="",
+        PREDCACHE_CELERY_KEY_PREFIX=f"{settings.PREDCACHE_KEY_PREFIX}celery:",  # deleted with the run's keys
     )
     try:
         assert process.stdout is not None
@@ -103,6 +104,11 @@ def test_the_demo_runs_and_its_curl_line_shows_a_miss_then_a_hit(tmp_path: Path,
                 return response.headers["X-Cache"]
 
         assert (ask(), ask()) == ("MISS", "HIT")
+        assert (
+            f"Celery: a worker with beat (warming, refresh-ahead, scheduled purges), its log in {tmp_path}"
+            in text
+        )
+        assert " ready." in (tmp_path / "celery.log").read_text()
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
