@@ -18,7 +18,8 @@ def broker_eviction_warning() -> str | None:
     """What to tell the operator if the broker lives in the cache's Redis and that Redis evicts keys.
 
     Eviction is per server, not per database: another database index on the same server is no
-    shelter. None when the broker is elsewhere (RabbitMQ, another Redis) or nothing is evicted.
+    shelter. None when the broker is elsewhere (RabbitMQ, another Redis) or its keys are never
+    evicted (``noeviction``, or a ``volatile-*`` policy: those evict only keys with a TTL).
     """
     broker = settings.CELERY_BROKER_URL
     if not broker.startswith(("redis://", "rediss://")) or _address(broker) != _address(settings.REDIS_URL):
@@ -37,7 +38,8 @@ def broker_eviction_warning() -> str | None:
         policy = "unknown (CONFIG GET is not allowed)"
     finally:
         client.close()
-    if policy == "noeviction":
+    # volatile-* policies evict only keys with a TTL, and the broker's keys have none.
+    if policy == "noeviction" or policy.startswith("volatile-"):
         return None
     host, port = _address(broker)
     return (

@@ -74,10 +74,9 @@ class StackConfig:
     web_request_concurrency: int = 8
     public: bool = True
     allowed_hosts: tuple[str, ...] = (".run.app",)
-    # 0 until the image carries the Celery app (it arrives with the Celery issue): a worker
-    # pool running a command the image lacks would crash-loop and fail `pulumi up`.
-    # Set 1 (or more) then; beat always runs exactly one instance while workers run.
-    worker_instances: int = 0
+    # Celery workers (warming, refresh-ahead, scheduled purges); beat always runs exactly one
+    # instance while workers run. 0 stops both (an image built before the Celery app existed).
+    worker_instances: int = 1
     worker_cpu: str = "1"
     worker_memory: str = "1Gi"
     worker_command: tuple[str, ...] = ("celery", "-A", "predcache_site", "worker", "--loglevel=INFO")
