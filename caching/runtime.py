@@ -25,6 +25,7 @@ from caching.backends import BuildContext
 from caching.backends.base import Backend
 from caching.backends.http import shared_connection_pools
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
+from caching.core.hotset import HotSampler
 from caching.core.keys import KeySpace
 from caching.core.memo import ExpiringMemo
 from caching.core.readthrough import ReadThroughCache
@@ -110,6 +111,7 @@ class Runtime:
     keyspace: KeySpace
     store: PredictionStore
     stats: StatsRecorder
+    hot: HotSampler  # fresh hits sampled for refresh-ahead, flushed with the stats
     cache: ReadThroughCache
     http_pool: Any  # urllib3.PoolManager shared by the http backends
     backends: BackendCache
@@ -184,13 +186,19 @@ def _build() -> Runtime:
     )
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
     store = PredictionStore(client, keyspace)
-    stats = StatsRecorder()
+    hot = HotSampler(
+        one_in=settings.PREDCACHE_HOT_SAMPLE_RATE,
+        half_life=settings.PREDCACHE_HOT_HALF_LIFE_SECONDS,
+        capacity=settings.PREDCACHE_HOT_SET_SIZE,
+    )
+    stats = StatsRecorder(alongside=[hot])
     http_pool = shared_connection_pools()
     runtime = Runtime(
         client=client,
         keyspace=keyspace,
         store=store,
         stats=stats,
+        hot=hot,
         cache=ReadThroughCache(
             store,
             max_depth=settings.PREDCACHE_MAX_DEPTH,
@@ -205,6 +213,7 @@ def _build() -> Runtime:
                 reset_seconds=settings.PREDCACHE_BACKEND_BREAKER_RESET_SECONDS,
             ),
             single_flight_wait=settings.PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS,
+            hot=hot,
         ),
         http_pool=http_pool,
         backends=BackendCache(BuildContext(model_dir=settings.PREDCACHE_MODEL_DIR, http_pool=http_pool)),

@@ -164,6 +164,12 @@ PREDCACHE_MAX_DEPTH = env.int("PREDCACHE_MAX_DEPTH", default=32)
 PREDCACHE_CONFIG_CACHE_SECONDS = env.float("PREDCACHE_CONFIG_CACHE_SECONDS", default=1.0)
 PREDCACHE_API_KEY_CACHE_SECONDS = env.float("PREDCACHE_API_KEY_CACHE_SECONDS", default=5.0)
 PREDCACHE_STATS_FLUSH_SECONDS = env.float("PREDCACHE_STATS_FLUSH_SECONDS", default=1.0)
+# Refresh-ahead's hot set: 1 in this many fresh hits is sampled (0: off), counted in process and
+# flushed with the stats; per model Redis keeps the hottest PREDCACHE_HOT_SET_SIZE, their counts
+# halving every PREDCACHE_HOT_HALF_LIFE_SECONDS.
+PREDCACHE_HOT_SAMPLE_RATE = env.int("PREDCACHE_HOT_SAMPLE_RATE", default=10)
+PREDCACHE_HOT_SET_SIZE = env.int("PREDCACHE_HOT_SET_SIZE", default=1000)
+PREDCACHE_HOT_HALF_LIFE_SECONDS = env.float("PREDCACHE_HOT_HALF_LIFE_SECONDS", default=600.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREDCACHE_MAX_BODY_BYTES
 
 # --- Celery: warming, refresh-ahead, scheduled purges (predcache_site/celery.py) ------------------

@@ -90,3 +90,11 @@ class KeySpace:
 
     def stats(self, namespace: str) -> str:
         return f"{namespace}:stats"
+
+    def hot(self, namespace: str) -> str:
+        """A sorted set of the model's most requested digests, by decayed sample count."""
+        return f"{namespace}:hot"
+
+    def hot_instances(self, namespace: str) -> str:
+        """A hash: each digest of :meth:`hot` to the instance and parameters that make it (JSON)."""
+        return f"{namespace}:hot:i"

@@ -33,6 +33,7 @@ from caching.backends.base import (
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.canonical import canonical_bytes
 from caching.core.codec import CachedPrediction, CodecError, decode, encode
+from caching.core.hotset import HotSampler
 from caching.core.keys import instance_digest, request_context, version_tag
 from caching.core.spec import (
     BYPASS,
@@ -101,6 +102,7 @@ class ReadThroughCache:
         redis_breaker: CircuitBreaker | None = None,
         backend_breakers: BreakerRegistry | None = None,
         single_flight_wait: float = 5.0,
+        hot: HotSampler | None = None,
     ) -> None:
         self.store = store
         self.max_depth = max_depth
@@ -109,6 +111,7 @@ class ReadThroughCache:
         self.redis_breaker = redis_breaker or CircuitBreaker("redis")
         self.backend_breakers = backend_breakers or BreakerRegistry()
         self.single_flight_wait = single_flight_wait
+        self.hot = hot  # samples fresh hits for refresh-ahead; None or one_in=0: no sampling
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predcache-refresh")
         self._refresh_slots = threading.BoundedSemaphore(16)  # refreshes running or queued
 
@@ -126,11 +129,15 @@ class ReadThroughCache:
         parameters: dict[str, Any] | None,
         directives: Directives | None = None,
         version_listener: VersionListener | None = None,
+        *,
+        client_request: bool = True,
     ) -> Prediction:
         """Answer ``instances`` in order; raises ``InvalidJSON`` before any I/O for bad input.
 
         ``version_listener`` is told of a version change that a background refresh started by
-        this request finds later (the request's own change is in the answer).
+        this request finds later (the request's own change is in the answer). Work that is no
+        client's request (refresh-ahead) passes ``client_request=False``: it is not counted as
+        a request, its hits and misses, nor sampled as hot.
         """
         directives = directives or NO_DIRECTIVES
         digests = self.instance_digests(spec, instances, parameters)
@@ -152,6 +159,10 @@ class ReadThroughCache:
                 raise NotCached("the cache is unavailable")
             return self._pass_through(spec, backend, instances, parameters)
         self._classify(request, distinct)
+        sampled = 0
+        if self.hot is not None and request.found and client_request:
+            # Only fresh hits: entries the cache serves as they are, the ones worth keeping fresh.
+            sampled = self.hot.offer(spec.namespace, request.found, first_index, instances, parameters)
         missing = [d for d in distinct if d not in request.found and d not in request.stale]
         if missing and directives.only_if_cached:
             raise NotCached(f"{len(missing)} of {len(distinct)} distinct instances are not cached")
@@ -163,7 +174,8 @@ class ReadThroughCache:
         computed = set(request.computed)
         misses = sum(1 for digest in digests if digest in computed)
         hits = len(digests) - misses
-        self.stats.record(spec.namespace, requests=1, hits=hits, misses=misses)
+        if client_request:
+            self.stats.record(spec.namespace, requests=1, hits=hits, misses=misses, hot_samples=sampled)
         answers = [request.found.get(digest) or request.stale[digest] for digest in digests]
         now = self.clock()
         served_from_cache = [request.found.get(d) or request.stale[d] for d in distinct if d not in computed]

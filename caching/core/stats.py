@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from typing import cast
+from collections.abc import Sequence
+from typing import Protocol, cast
 
 import redis
 
@@ -31,15 +32,32 @@ STAT_FIELDS = (
     "single_flight_waits",
     "single_flight_timeouts",
     "breaker_rejections",
+    "hot_samples",  # fresh hits sampled for the hot set (refresh-ahead)
+    "refresh_runs",
+    "refresh_hot",  # hot entries a refresh-ahead run found cached and requested since written
+    "refreshed",  # of those, recomputed ahead of their expiry
+    "refresh_not_due",  # of those, not yet within their lead of expiry (or left for the next run)
+    "refresh_errors",  # of those, the model failed to recompute
+    "refresh_cold",  # hot-set entries not requested since written: left to expire
+    "refresh_gone",  # hot-set entries no longer fresh in the cache (expired, purged, evicted)
 )
+
+
+class PendingWrites(Protocol):
+    """Other per-process work for Redis that rides in the stats flush's pipeline."""
+
+    def write_pending(self, pipe: redis.client.Pipeline, keyspace: KeySpace) -> int:
+        """Queue the pending commands on ``pipe``; returns how many were queued."""
+        ...
 
 
 class StatsRecorder:
     """Thread-safe counters per model namespace; :meth:`flush` adds them to Redis hashes."""
 
-    def __init__(self) -> None:
+    def __init__(self, alongside: Sequence[PendingWrites] = ()) -> None:
         self._lock = threading.Lock()
         self._pending: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._alongside = tuple(alongside)  # flushed in the same pipeline (hot-key samples)
 
     def record(self, namespace: str, **counts: int) -> None:
         with self._lock:
@@ -51,16 +69,21 @@ class StatsRecorder:
             return dict(self._pending.get(namespace, {}))
 
     def flush(self, client: redis.Redis, keyspace: KeySpace) -> bool:
-        """Add pending counts to Redis; on failure keep them for the next flush."""
+        """Add pending counts (and the writes riding along) to Redis in one round trip.
+
+        On failure the counts are kept for the next flush.
+        """
         with self._lock:
             pending, self._pending = self._pending, defaultdict(Counter)
-        if not pending:
-            return True
         pipe = client.pipeline(transaction=False)
         for namespace, counts in pending.items():
             for field, amount in counts.items():
                 if amount:
                     pipe.hincrby(keyspace.stats(namespace), field, amount)
+        for writes in self._alongside:
+            writes.write_pending(pipe, keyspace)
+        if not len(pipe):
+            return True
         try:
             pipe.execute()
         except REDIS_FAILURES:

@@ -58,8 +58,12 @@ def served_prediction(
     instances: list[Any],
     parameters: dict[str, Any] | None,
     directives: Directives | None = None,
+    client_request: bool = True,
 ) -> Prediction:
-    """Answer ``instances`` for a model already looked up; records the version change it caused."""
+    """Answer ``instances`` for a model already looked up; records the version change it caused.
+
+    Background work (refresh-ahead) passes ``client_request=False``: not counted as a request.
+    """
     if served.backend is None:
         raise BackendMisconfigured(f"model {served.name!r} is misconfigured: {served.config_error}")
     prediction = get_runtime().cache.predict(
@@ -69,6 +73,7 @@ def served_prediction(
         parameters,
         directives,
         version_listener=background_version_change_record,
+        client_request=client_request,
     )
     if prediction.version_change is not None:
         model_version_change_record(
