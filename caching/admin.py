@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import orjson
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
@@ -18,7 +19,7 @@ from rest_framework_api_key.models import APIKey
 
 from caching.core.store import CacheUnavailable
 from caching.models import ApiKeyGrant, CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord
-from caching.services import model_cache_purge
+from caching.services import HotWarmSets, hot_set_warm_sets_save, model_cache_purge
 
 # The navigation sidebar repeats the index page's few links and takes 300px of a 1366px laptop
 # screen, which the model list needs for its columns beside the filter.
@@ -150,7 +151,7 @@ class ModelEndpointAdmin(admin.ModelAdmin):
     search_fields = ("name", "target")
     readonly_fields = ("created_at", "updated_at", "purge_history")
     inlines = [CachePolicyInline, VersionChangeInline]
-    actions = ["purge_cache"]
+    actions = ["purge_cache", "hot_set_to_warm_sets"]
     purge_confirmation_template = "admin/caching/modelendpoint/purge_confirmation.html"
 
     class Media:
@@ -249,6 +250,47 @@ class ModelEndpointAdmin(admin.ModelAdmin):
                 f"Purged the cached predictions of {counted(len(purged), 'model')}: {', '.join(purged)}.",
                 messages.SUCCESS,
             )
+
+    @admin.action(description="Turn the hot set into a warm set", permissions=["change"])
+    def hot_set_to_warm_sets(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
+        # Nothing is lost by acting at once (only warm sets named hot* get new instances), so no
+        # confirmation page: the message says exactly what was saved.
+        for model in queryset:
+            try:
+                outcome = hot_set_warm_sets_save(model=model)
+            except CacheUnavailable as exc:
+                self.message_user(
+                    request, f"Redis unavailable, {model.name} unchanged: {exc}", messages.ERROR
+                )
+                continue
+            if not outcome.saved:
+                self.message_user(
+                    request,
+                    f"No hot set for {model.name} yet: no sampled hits (PREDCACHE_HOT_SAMPLE_RATE) "
+                    "in the last 7 days.",
+                    messages.WARNING,
+                )
+                continue
+            self.message_user(request, hot_warm_sets_message(model, outcome), messages.SUCCESS)
+
+
+def hot_warm_sets_message(model: ModelEndpoint, outcome: HotWarmSets) -> str:
+    """What the hot-set action saved: each warm set, created or replaced, its size and parameters."""
+    parts = []
+    for warm_set, created in outcome.saved:
+        given = (
+            "no parameters"
+            if warm_set.parameters is None
+            else f"parameters {orjson.dumps(warm_set.parameters).decode()}"
+        )
+        parts.append(
+            f"warm set {warm_set.name!r} {'created' if created else 'replaced'} with "
+            f"{counted(warm_set.instance_count, 'hot instance')} ({given})"
+        )
+    if outcome.left_out:
+        parts.append(f"{counted(outcome.left_out, 'hot instance')} with other parameters left out")
+    # The admin capitalizes a message's first letter: a model's name (case matters) comes later.
+    return f"Hot set of {model.name} saved: {'; '.join(parts)}."
 
 
 def purge_history_url(model: ModelEndpoint) -> str:

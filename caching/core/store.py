@@ -420,6 +420,18 @@ class PredictionStore:
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
 
+    def entry_headers(self, namespace: str, digests: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The header of each digest's entry (None: no entry, or undecodable); payloads are not read.
+
+        Raises CacheUnavailable.
+        """
+        if not digests:
+            return []
+        try:
+            return self._entry_headers([self.keyspace.entry(namespace, digest) for digest in digests])
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
     def _entry_headers(self, keys: Sequence[bytes | str]) -> list[dict[str, Any] | None]:
         """The decoded header of each key's value (None: gone or undecodable), two round trips at most."""
         pipe = self.client.pipeline(transaction=False)

@@ -20,17 +20,27 @@ from caching.services.purges import (
     model_cache_reclaim,
     model_instances_purge,
 )
+from caching.services.refresh import (
+    HotWarmSets,
+    RefreshOutcome,
+    hot_set_warm_sets_save,
+    model_refresh_ahead,
+)
 
 __all__ = [
     "CLEAR",
+    "HotWarmSets",
     "ModelNotFound",
     "PurgeOutcome",
     "PurgeRefused",
+    "RefreshOutcome",
     "api_key_create",
     "background_version_change_record",
+    "hot_set_warm_sets_save",
     "model_cache_purge",
     "model_cache_reclaim",
     "model_instances_purge",
+    "model_refresh_ahead",
     "model_upsert",
     "model_version_change_record",
     "prediction_serve",

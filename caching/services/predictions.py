@@ -62,7 +62,8 @@ def served_prediction(
 ) -> Prediction:
     """Answer ``instances`` for a model already looked up; records the version change it caused.
 
-    Background work (refresh-ahead) passes ``client_request=False``: not counted as a request.
+    Background work (refresh-ahead, warming) passes ``client_request=False``: not counted as a
+    request, nor sampled as hot.
     """
     if served.backend is None:
         raise BackendMisconfigured(f"model {served.name!r} is misconfigured: {served.config_error}")
