@@ -1,11 +1,13 @@
 """Benchmark the hit path through gunicorn against a bare Django view doing one Redis GET.
 
-Also measures a MISS against the demo model (iris, local) and the HTTP model server, next to
-calling each model directly. Everything runs on this machine in processes this script starts
-(its own Redis, SQLite file, model server, two gunicorns). Prints a table and writes
+Also compares the hit path with refresh-ahead's hot-key sampling off, at its default (1 in 10
+fresh hits) and on every hit (three more predcache gunicorns, loaded in turns, same run), and
+measures a MISS against the demo model (iris, local) and the HTTP model server, next to calling
+each model directly. Everything runs on this machine in processes this script starts (its own
+Redis, SQLite file, model server, two gunicorns, then three for the A/B). Prints a table and writes
 bench/results/hit_path.md.
 
-    .venv/bin/python bench/hit_path.py [--seconds 5] [--concurrency 8]
+    .venv/bin/python bench/hit_path.py [--seconds 5] [--concurrency 8] [--ab-rounds 3]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from tests.support.processes import fake_vertex_server, model_server  # noqa: E4
 
 IRIS_INSTANCE = [5.1, 3.5, 1.4, 0.2]
 VERTEX_ENDPOINT = "projects/bench/locations/us-central1/endpoints/1"
+# Hot-key sampling compared on the hit path: (label, PREDCACHE_HOT_SAMPLE_RATE).
+SAMPLING = (("off", "0"), ("1 in 10 (default)", "10"), ("every hit", "1"))
 
 
 class Server:
@@ -123,6 +127,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load run")
     parser.add_argument("--concurrency", type=int, default=8, help="client connections in the load runs")
     parser.add_argument("--misses", type=int, default=300, help="sequential MISS requests per model")
+    parser.add_argument(
+        "--ab-rounds", type=int, default=3, help="turns of each sampling setting per connection count"
+    )
     args = parser.parse_args()
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="predcache-bench-") as tmp:
@@ -207,6 +214,22 @@ def main() -> None:
             )
             rows.append((concurrency, hit_rps, hit_lat, base_rps, base_lat))
 
+        # Started only now, so the table above is measured with two gunicorns, as before.
+        with ExitStack() as ab_stack:
+            sampling_servers = []
+            for label, rate in SAMPLING:
+                # A key prefix each: their counters (and hot sets) stay apart, showing what each sampled.
+                server_env = {**env, "PREDCACHE_HOT_SAMPLE_RATE": rate, "PREDCACHE_KEY_PREFIX": f"ab{rate}:"}
+                server = Server(server_env, "predcache_site.settings", "/healthz")
+                ab_stack.callback(server.stop)
+                sampling_servers.append((label, server))
+            sampling_rows = sampling_ab(sampling_servers, hit_body, headers, args)
+            time.sleep(1.5)  # the servers' stats flushers run every second
+        sampled = {
+            label: sampled_share(redis.Redis.from_url(redis_server.url), f"ab{rate}:")
+            for label, rate in SAMPLING
+        }
+
         miss_rows = []
         import joblib
         import numpy
@@ -258,7 +281,36 @@ def main() -> None:
         )
         miss_rows.append(("vertex (fake Vertex REST server, aiplatform client)", direct, via))
 
-    report(rows, miss_rows, args)
+    report(rows, miss_rows, sampling_rows, sampled, args)
+
+
+def sampling_ab(
+    servers, body: bytes, headers: dict[str, str], args
+) -> list[tuple[int, str, list[float], list[float]]]:
+    """HIT load on each sampling setting in turns (off, default, every hit, off, ...), so that drift
+    on a shared machine spreads over all of them; returns (connections, label, req/s per turn, latencies)."""
+    for _, server in servers:
+        for _ in range(2):  # the first request stores the entry, the second is a HIT
+            status, cache, _ = call(server.port, "POST", "/v1/models/iris:predict", body, headers)
+        assert (status, cache) == (200, "HIT"), (status, cache)
+    rows = []
+    for concurrency in (1, args.concurrency):
+        throughput: dict[str, list[float]] = {label: [] for label, _ in servers}
+        latencies: dict[str, list[float]] = {label: [] for label, _ in servers}
+        for _ in range(args.ab_rounds):
+            for label, server in servers:
+                rps, lat = load(
+                    server.port,
+                    "/v1/models/iris:predict",
+                    body,
+                    headers,
+                    seconds=args.seconds,
+                    concurrency=concurrency,
+                )
+                throughput[label].append(rps)
+                latencies[label] += lat
+        rows += [(concurrency, label, throughput[label], sorted(latencies[label])) for label, _ in servers]
+    return rows
 
 
 def miss_latencies(port: int, path: str, make_body, headers: dict[str, str], repeats: int) -> list[float]:
@@ -289,7 +341,17 @@ def p50_p99(latencies: list[float], digits: int) -> list[str]:
     return [f"{percentile(latencies, 0.5):.{digits}f}", f"{percentile(latencies, 0.99):.{digits}f}"]
 
 
-def report(rows, miss_rows, args) -> None:
+def sampled_share(client, prefix: str) -> float:
+    """The share of hits a server sampled, from its counters in Redis (hot_samples / hits)."""
+    hits = samples = 0
+    for key in client.scan_iter(match=f"{prefix}*:stats"):
+        counts = client.hgetall(key)
+        hits += int(counts.get(b"hits", 0))
+        samples += int(counts.get(b"hot_samples", 0))
+    return samples / hits if hits else 0.0
+
+
+def report(rows, miss_rows, sampling_rows, sampled, args) -> None:
     command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     hit_table = table(
         [
@@ -314,6 +376,33 @@ def report(rows, miss_rows, args) -> None:
             for concurrency, hit_rps, hit_lat, base_rps, base_lat in rows
         ],
     )
+    off = {
+        concurrency: statistics.mean(rps) for concurrency, label, rps, _ in sampling_rows if label == "off"
+    }
+    sampling_table = table(
+        [
+            "connections",
+            "sampling",
+            "hits sampled",
+            "HIT req/s (mean)",
+            "per turn",
+            "p50 ms",
+            "p99 ms",
+            "vs off",
+        ],
+        [
+            [
+                str(concurrency),
+                label,
+                f"{sampled[label]:.1%}",
+                f"{statistics.mean(rps):,.0f}",
+                " / ".join(f"{value:,.0f}" for value in rps),
+                *p50_p99(latencies, 2),
+                f"{statistics.mean(rps) / off[concurrency]:.3f}",
+            ]
+            for concurrency, label, rps, latencies in sampling_rows
+        ],
+    )
     miss_table = table(
         ["model", "direct p50 ms", "direct p99 ms", "MISS p50 ms", "MISS p99 ms", "overhead p50 ms"],
         [
@@ -336,6 +425,14 @@ def report(rows, miss_rows, args) -> None:
         "## A cached single-instance request vs a bare Django view doing one Redis GET",
         "",
         *hit_table,
+        "",
+        "## Refresh-ahead's hot-key sampling on the hit path (A/B, same run)",
+        "",
+        f"Three predcache gunicorns differing only in PREDCACHE_HOT_SAMPLE_RATE, each loaded "
+        f"{args.ab_rounds} times for {args.seconds:g} s in turns (off, default, every hit, off, ...); "
+        "samples are flushed with the stats every second. A hit stays one Redis MGET either way.",
+        "",
+        *sampling_table,
         "",
         f"## MISS latency ({args.misses} sequential requests, new instance each) vs calling the model",
         "",
