@@ -299,3 +299,23 @@ def test_the_admin_says_when_a_model_has_no_hot_set(admin_client, http_model):
     )
     assert "No hot set for echo yet" in response.content.decode()
     assert not WarmSet.objects.filter(model=http_model).exists()
+
+
+@pytest.mark.django_db
+def test_a_redis_refusing_scripts_still_gets_the_counters(
+    api, backend, http_model, every_hit_sampled, settings, tmp_path
+):
+    """The samples ride in the stats flush: a Redis whose ACL forbids EVAL loses only the samples."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        settings.REDIS_URL = server.url
+        redis.Redis.from_url(server.url).acl_setuser("default", enabled=True, commands=["-eval"], reset=False)
+        for _ in range(2):
+            api.predict("echo", {"instances": [[1]]})
+        runtime = get_runtime()
+        assert runtime.stats.flush(runtime.client, runtime.keyspace)
+        stats = model_stats(model=http_model)
+        assert (stats["requests"], stats["hits"], stats["hot_samples"]) == (2, 1, 1)
+        assert hot_set_read(runtime.client, runtime.keyspace, runtime.keyspace.namespace(http_model.pk)) == []
+    finally:
+        server.stop()

@@ -80,13 +80,17 @@ class StatsRecorder:
             for field, amount in counts.items():
                 if amount:
                     pipe.hincrby(keyspace.stats(namespace), field, amount)
+        counters = len(pipe)
         for writes in self._alongside:
             writes.write_pending(pipe, keyspace)
         if not len(pipe):
             return True
         try:
-            pipe.execute()
+            replies: list[object] | None = pipe.execute(raise_on_error=False)
         except REDIS_FAILURES:
+            replies = None
+        # An error reply to a rider (a Redis refusing scripts) does not cost the counters.
+        if replies is None or any(isinstance(reply, Exception) for reply in replies[:counters]):
             with self._lock:
                 for namespace, counts in pending.items():
                     self._pending[namespace].update(counts)
