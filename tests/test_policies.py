@@ -270,6 +270,32 @@ def test_max_age_directive_accepts_only_younger_entries(api, backend, http_model
     assert too_old["X-Cache"] == "MISS"
 
 
+def test_min_fresh_directive_recomputes_entries_about_to_expire(api, backend, http_model):
+    upsert(backend, ttl_seconds=100)
+    api.predict("echo", {"instances": [[1], [2]]})
+    age_entries(http_model, 70)  # 30 seconds of freshness left
+    backend.reset_calls()
+
+    fresh_enough = api.predict("echo", {"instances": [[1], [2]]}, **{"Cache-Control": "min-fresh=20"})
+    too_close = api.predict("echo", {"instances": [[2], [3]]}, **{"Cache-Control": "min-fresh=40"})
+    renewed = api.predict("echo", {"instances": [[2]]}, **{"Cache-Control": "min-fresh=90"})
+
+    assert fresh_enough["X-Cache"] == "HIT"
+    assert (too_close["X-Cache"], too_close["Cache-Status"]) == ("MISS", "predcache; fwd=miss; stored")
+    assert echo(too_close) == [[2], [3]]
+    assert [call["instances"] for call in backend.calls()] == [[[2], [3]]]
+    assert renewed["X-Cache"] == "HIT"  # stored again, fresh for the whole TTL
+
+
+def test_min_fresh_never_serves_a_stale_entry(api, backend, http_model):
+    upsert(backend, ttl_seconds=100, stale_while_revalidate_seconds=300)
+    api.predict("echo", {"instances": [[1]]})
+    age_entries(http_model, 150)  # expired, within stale-while-revalidate
+
+    assert api.predict("echo", {"instances": [[1]]}, **{"Cache-Control": "min-fresh=0"})["X-Cache"] == "MISS"
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
+
+
 def test_only_if_cached(api, backend, http_model):
     missing = api.predict("echo", {"instances": [[1], [2]]}, **{"Cache-Control": "only-if-cached"})
     assert missing.status_code == 504

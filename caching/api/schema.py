@@ -245,7 +245,8 @@ CACHE_HEADERS = [
         str,
         OpenApiParameter.HEADER,
         description="no-cache (recompute and store), no-store (recompute, store nothing), "
-        "max-age=N (only entries younger than N s), only-if-cached (504 unless all are cached); "
+        "max-age=N (only entries younger than N s), min-fresh=N (only entries still fresh for N s "
+        "more; others are recomputed and stored), only-if-cached (504 unless all are cached); "
         "other directives are ignored",
     ),
     _response_header(

@@ -139,12 +139,12 @@ def cache_directives(request: Request) -> Directives:
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         found[name.strip().lower()] = value.strip().strip('"') if value else None
-    max_age = found.get("max-age")
     return Directives(
         no_cache="no-cache" in found,
         no_store="no-store" in found,
-        max_age=_delta_seconds(max_age),
+        max_age=_delta_seconds(found.get("max-age")),
         only_if_cached="only-if-cached" in found,
+        min_fresh=_delta_seconds(found.get("min-fresh")),
     )
 
 

@@ -71,6 +71,17 @@ class Directives:
     no_store: bool = False  # recompute, store nothing
     max_age: int | None = None  # accept only entries younger than this
     only_if_cached: bool = False  # answer from the cache or not at all
+    min_fresh: int | None = None  # accept only entries still fresh for at least this long
+
+    def fresh_enough(self, entry: CachedPrediction, now: float) -> bool:
+        """Whether ``entry``, fresh now, stays fresh for ``min_fresh`` more seconds (if asked).
+
+        An entry with no freshness limit (written before entries carried one) is fresh for as
+        long as Redis keeps it, which is not known here: it counts as fresh enough.
+        """
+        if self.min_fresh is None or entry.fresh_until is None:
+            return True
+        return entry.fresh_until - now >= self.min_fresh
 
 
 NO_DIRECTIVES = Directives()
