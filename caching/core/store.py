@@ -176,6 +176,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Take a job lock that nobody holds, or whose holder's token starts with ARGV[3] (when given):
+# the same task delivered again, whose first delivery died holding it.
+_JOB_LOCK_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder and (ARGV[3] == '' or string.sub(holder, 1, #ARGV[3]) ~= ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Fresh:
@@ -194,6 +203,7 @@ class PredictionStore:
         self.keyspace = keyspace
         self._save_script = client.register_script(_SAVE_SCRIPT)
         self._unlock_script = client.register_script(_UNLOCK_SCRIPT)
+        self._job_lock_script = client.register_script(_JOB_LOCK_SCRIPT)
 
     def lookup(self, namespace: str, model_version: str, digests: Sequence[str]) -> Lookup:
         """Read both generations, the followed version and every entry with a single MGET."""
@@ -317,15 +327,30 @@ class PredictionStore:
             empty = Lookup("", (), [])
             self.save(namespace, empty, [], locks=digests, lock_token=token)
 
-    def job_lock(self, namespace: str, job: str, token: str, ttl_seconds: float) -> bool:
-        """Take the lock of one background job of a model (a warm, a purge); it expires by itself."""
+    def job_lock(
+        self, namespace: str, job: str, token: str, ttl_seconds: float, *, take_over: str = ""
+    ) -> bool:
+        """Take the lock of one background job of a model (a warm, a purge); it expires by itself.
+
+        With ``take_over``, a lock whose holder's token starts with it is taken as well: a task
+        delivered again after its worker died takes back the lock its first delivery held.
+        """
         try:
-            taken = self.client.set(
-                self.keyspace.job(namespace, job), token, nx=True, px=max(1, int(ttl_seconds * 1000))
+            taken = self._job_lock_script(
+                keys=[self.keyspace.job(namespace, job)],
+                args=[token, max(1, int(ttl_seconds * 1000)), take_over],
             )
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
         return bool(taken)
+
+    def job_lock_held(self, namespace: str, job: str, token: str) -> bool:
+        """Whether ``token`` still holds the job's lock (it may have expired, or been taken over)."""
+        try:
+            holder = self.client.get(self.keyspace.job(namespace, job))
+        except REDIS_FAILURES as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        return holder == token.encode()
 
     def job_unlock(self, namespace: str, job: str, token: str) -> None:
         """Give a job lock back, only if this holder still has it (it may have expired and moved on)."""

@@ -6,6 +6,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from celery import current_app
@@ -19,17 +20,37 @@ from caching.selectors import model_namespace
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class JobLock:
+    """A model's job lock as one holder sees it: false when another holder had it."""
+
+    taken: bool
+    namespace: str
+    job: str
+    token: str
+
+    def __bool__(self) -> bool:
+        return self.taken
+
+    def still_held(self) -> bool:
+        """Whether this holder still has the lock (not expired, not taken over); raises CacheUnavailable."""
+        return self.taken and get_runtime().store.job_lock_held(self.namespace, self.job, self.token)
+
+
 @contextmanager
-def model_job_lock(*, model: ModelEndpoint, job: str, seconds: float) -> Iterator[bool]:
-    """Hold ``model``'s lock for ``job`` around the block; yields False if another holder has it.
+def model_job_lock(*, model: ModelEndpoint, job: str, seconds: float, owner: str = "") -> Iterator[JobLock]:
+    """Hold ``model``'s lock for ``job`` around the block; yields a false lock if another holder has it.
 
     The lock expires after ``seconds`` (the job's hard time limit), so a worker killed while
-    holding it blocks the next run for at most that long. Raises CacheUnavailable.
+    holding it blocks the next run for at most that long. An ``owner`` (a Celery task id) takes
+    back a lock held under its own name: the broker delivers a task again only once its first
+    delivery is dead. Raises CacheUnavailable.
     """
-    store, namespace, token = get_runtime().store, model_namespace(model=model), secrets.token_hex(8)
-    taken = store.job_lock(namespace, job, token, seconds)
+    store, namespace = get_runtime().store, model_namespace(model=model)
+    token = f"{owner}:{secrets.token_hex(8)}" if owner else secrets.token_hex(8)
+    taken = store.job_lock(namespace, job, token, seconds, take_over=f"{owner}:" if owner else "")
     try:
-        yield taken
+        yield JobLock(taken, namespace, job, token)
     finally:
         if taken:
             store.job_unlock(namespace, job, token)
