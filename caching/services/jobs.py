@@ -66,5 +66,13 @@ def background_task_send(*, task: str, args: list[Any], fallback: Callable[[], N
         transaction.on_commit(lambda: get_runtime().background.submit(key, fallback))
         return None
     task_id = secrets.token_hex(16)
-    transaction.on_commit(lambda: current_app.send_task(task, args=args, task_id=task_id))
+    transaction.on_commit(lambda: _send(task, args, task_id))
     return task_id
+
+
+def _send(task: str, args: list[Any], task_id: str) -> None:
+    # Finalizing the app sets this installation's queue (predcache_site/celery.py); a process that
+    # only sends tasks by name (web, CLI) would otherwise send them to Celery's default queue,
+    # which no worker of this installation consumes.
+    current_app.finalize()
+    current_app.send_task(task, args=args, task_id=task_id)

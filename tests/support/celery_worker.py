@@ -37,6 +37,7 @@ def use_broker(broker: Broker) -> None:
     """Point this process's Celery app (what the tests and the code under test send with) at ``broker``."""
     from predcache_site.celery import app
 
+    app.finalize()  # first: finalizing sets the installation's queue, which would replace the tests'
     app.conf.broker_url = broker.url
     options = dict(app.conf.broker_transport_options or {})
     options.pop("global_keyprefix", None)
@@ -45,6 +46,8 @@ def use_broker(broker: Broker) -> None:
     app.conf.broker_transport_options = options
     app.conf.task_default_queue = broker.queue
     app.close()  # drops connections made with the old settings; new ones use the new
+    # ...but the producers made on them are kept apart, and would keep sending to the old broker.
+    app.amqp._producer_pool = None
 
 
 def new_queue() -> str:
