@@ -40,3 +40,12 @@ class Pacer:
             now = self._next
         self._next = now + items / self.rate
         return waited
+
+    def book(self, items: int, *, since: float) -> None:
+        """Book ``items`` that went at ``since`` (this clock's time when they were sent).
+
+        For batches whose size is known only once they went (a warm learns from the answer
+        how many instances the model computed): ``wait(0)`` before sending, ``book`` after.
+        """
+        if self.rate is not None:
+            self._next = max(self._next or since, since + items / self.rate)
