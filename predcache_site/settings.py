@@ -205,6 +205,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * PREDCACHE_TASK_TIME
 if PREDCACHE_CELERY_KEY_PREFIX:
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = PREDCACHE_CELERY_KEY_PREFIX
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Warming computes the instances that are missing or expire within this fraction of the TTL (the
+# warm's RFC 9111 min-fresh; a set warmed on an interval also renews what expires before its next
+# run). A warm set or file holds at most PREDCACHE_WARM_MAX_INSTANCES instances.
+PREDCACHE_WARM_MIN_FRESH_FRACTION = env.float("PREDCACHE_WARM_MIN_FRESH_FRACTION", default=0.25)
+PREDCACHE_WARM_MAX_INSTANCES = env.int("PREDCACHE_WARM_MAX_INSTANCES", default=100_000)
 # Where background work runs: Celery workers (true), or threads in each web process (false: a
 # deployment with no worker, and the in-process tests).
 PREDCACHE_BACKGROUND_IN_WORKERS = env.bool("PREDCACHE_BACKGROUND_IN_WORKERS", default=True)

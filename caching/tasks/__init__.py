@@ -5,5 +5,6 @@ Found by the app's autodiscovery (``caching.tasks``); each concern's tasks live 
 
 from caching.tasks.purges import purge_model, reclaim_all, reclaim_model
 from caching.tasks.refresh import refresh_ahead
+from caching.tasks.warming import warm_instances, warm_set
 
-__all__ = ["purge_model", "reclaim_all", "reclaim_model", "refresh_ahead"]
+__all__ = ["purge_model", "reclaim_all", "reclaim_model", "refresh_ahead", "warm_instances", "warm_set"]
