@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django_celery_beat.models import PeriodicTask
 from rest_framework_api_key.models import APIKey
 
@@ -17,7 +17,7 @@ from caching.core.canonical import KeyRules
 from caching.core.memo import NO_VALUE
 from caching.core.spec import CacheSpec
 from caching.core.stats import read_stats
-from caching.models import ApiKeyGrant, CachePolicy, ModelEndpoint, ModelVersionChange
+from caching.models import ApiKeyGrant, CachePolicy, ModelEndpoint, ModelVersionChange, WarmRun, WarmSet
 from caching.runtime import built_runtime, get_runtime
 
 
@@ -185,3 +185,21 @@ def schedules_list() -> list[PeriodicTask]:
         .select_related("interval", "crontab")
         .order_by("name")
     )
+
+
+def warm_sets_list(*, model: ModelEndpoint | None = None) -> list[tuple[WarmSet, WarmRun | None]]:
+    """Warm sets (of one model, or all) by model and name, each with its latest run (None: never run)."""
+    newest = WarmRun.objects.filter(warm_set=OuterRef("pk")).order_by("-queued_at", "-id").values("pk")[:1]
+    warm_sets = (
+        WarmSet.objects.select_related("model").defer("instances").annotate(latest_run=Subquery(newest))
+    )
+    if model is not None:
+        warm_sets = warm_sets.filter(model=model)
+    found = list(warm_sets)
+    runs = WarmRun.objects.in_bulk([warm_set.latest_run for warm_set in found if warm_set.latest_run])
+    return [(warm_set, runs.get(warm_set.latest_run)) for warm_set in found]
+
+
+def warm_runs_recent(*, model: ModelEndpoint, limit: int = 10) -> list[WarmRun]:
+    """The latest warm runs of ``model``, newest first."""
+    return list(WarmRun.objects.filter(model=model).select_related("warm_set")[:limit])

@@ -85,8 +85,9 @@ def test_purge_unknown_model_fails():
 def test_warm_then_requests_hit(api, backend, http_model, tmp_path, capsys):
     warm_file = tmp_path / "warm.jsonl"
     warm_file.write_text("[1]\n[2]\n\n[1]\n")
-    out = run("warm", "echo", "--file", str(warm_file), capsys=capsys).out
-    assert "instances=3" in out and "computed=3" in out
+    printed = run("warm", "echo", "--file", str(warm_file), capsys=capsys)
+    assert "instances=2 computed=2 already_cached=0 errors=0" in printed.out
+    assert "1 duplicate instances skipped" in printed.err
 
     response = api.predict("echo", {"instances": [[2], [1]]})
     assert response["X-Cache"] == "HIT"
@@ -96,7 +97,7 @@ def test_warm_then_requests_hit(api, backend, http_model, tmp_path, capsys):
 def test_warm_reports_bad_lines(http_model, tmp_path):
     warm_file = tmp_path / "warm.jsonl"
     warm_file.write_text("[1]\n{oops\n")
-    with pytest.raises(CommandError, match=r"warm\.jsonl:2"):
+    with pytest.raises(CommandError, match=r"warm\.jsonl: line 2: not valid JSON"):
         call_command("predcache", "warm", "echo", "--file", str(warm_file))
 
 

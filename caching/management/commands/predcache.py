@@ -1,23 +1,25 @@
-"""``manage.py predcache``: the operator CLI (models, keys, purge, reclaim, warm, stats)."""
+"""``manage.py predcache``: the operator CLI (models, keys, purge, reclaim, warm, warm sets, stats)."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from tqdm import tqdm
 
 from caching.backends import BACKENDS
-from caching.backends.base import BackendError
 from caching.core.canonical import InvalidJSON, parse_json
 from caching.core.store import CacheUnavailable
 from caching.management import reports
-from caching.models import CacheMode, ModelEndpoint
-from caching.selectors import model_settings_describe, model_stats, schedules_list
+from caching.models import CacheMode, ModelEndpoint, WarmRun, WarmRunStatus
+from caching.selectors import model_settings_describe, model_stats, schedules_list, warm_sets_list
 from caching.services import (
     CLEAR,
     PurgeRefused,
@@ -26,11 +28,18 @@ from caching.services import (
     model_cache_reclaim,
     model_instances_purge,
     model_upsert,
-    prediction_serve,
 )
 from caching.services.schedules import schedules_install
+from caching.services.warm_sets import WarmFileInvalid, warm_file_parse, warm_set_upsert
+from caching.services.warming import (
+    WarmBusy,
+    WarmNotQueued,
+    warm_instances_enqueue,
+    warm_run_create,
+    warm_run_execute,
+)
 
-WARM_BATCH = 100
+WARM_FILE_HELP = "JSON Lines (one instance a line), or CSV with a header row when it ends in .csv"
 
 
 class Command(BaseCommand):
@@ -141,10 +150,41 @@ class Command(BaseCommand):
         reclaim = commands.add_parser("reclaim", help="free the memory of purged entries now")
         reclaim.add_argument("name", nargs="?")
 
-        warm = commands.add_parser("warm", help="compute and store predictions for known instances")
+        warm = commands.add_parser(
+            "warm", help="compute and store the predictions of instances that are missing or close to expiry"
+        )
         warm.add_argument("name")
-        warm.add_argument("--file", required=True, type=Path, help="JSON Lines, one instance a line")
+        warm.add_argument("--file", required=True, type=Path, help=WARM_FILE_HELP)
         warm.add_argument("--parameters", help="JSON object of parameters sent with every instance")
+        warm.add_argument(
+            "--async",
+            dest="queued",
+            action="store_true",
+            help="queue it on a Celery worker instead; the task id is the last line printed",
+        )
+
+        warmset = commands.add_parser(
+            "warmset", help="named sets of instances a model is warmed with, on a schedule or on demand"
+        ).add_subparsers(dest="warmset_command", required=True)
+        add = warmset.add_parser(
+            "add", help="create a warm set, or replace its instances (a schedule left out is kept)"
+        )
+        add.add_argument("name", help="the model")
+        add.add_argument("set", help="the set's name: letters, digits, '-' and '_'")
+        add.add_argument("--file", required=True, type=Path, help=WARM_FILE_HELP)
+        add.add_argument("--parameters", help="JSON object of parameters sent with every instance")
+        schedule = add.add_mutually_exclusive_group()
+        schedule.add_argument(
+            "--every",
+            type=_every,
+            metavar="SECONDS",
+            help="warm it every SECONDS (at least 10; 'off': never)",
+        )
+        schedule.add_argument(
+            "--cron", metavar='"M H DoM Mon DoW"', help="warm it on this cron schedule (UTC; 'off': never)"
+        )
+        listed = warmset.add_parser("list", help="warm sets with their schedule and last run")
+        listed.add_argument("name", nargs="?", help="only this model's")
 
         schedules = commands.add_parser(
             "schedules", help="the periodic tasks celery beat runs (kept in the database)"
@@ -170,7 +210,8 @@ class Command(BaseCommand):
             "keys": lambda: self._keys_create(options["label"], options["admin"]),
             "purge": lambda: self._purge(options),
             "reclaim": lambda: self._reclaim(options["name"]),
-            "warm": lambda: self._warm(options["name"], options["file"], options["parameters"]),
+            "warm": lambda: self._warm(options),
+            "warmset": lambda: self._warmset(options),
             "stats": lambda: self._stats(options["name"], options["json"]),
             "schedules": lambda: self._schedules(options["schedules_command"]),
         }[command]
@@ -264,19 +305,133 @@ class Command(BaseCommand):
             freed = model_cache_reclaim(model=model)
             self.stdout.write(f"freed {freed} unreachable cached prediction(s) of {model.name}")
 
-    def _warm(self, name: str, path: Path, parameters_json: str | None) -> None:
-        _model_named(name)
-        parameters = _parse_parameters(parameters_json)
-        totals = {"instances": 0, "already_cached": 0, "computed": 0}
+    def _warm(self, options: dict[str, Any]) -> None:
+        model = _model_named(options["name"])
+        path: Path = options["file"]
+        instances = _warm_file(path)
+        parameters = _parse_parameters(options["parameters"])
+        if options["queued"]:
+            self._warm_queued(model, path, instances, parameters)
+            return
+        run = warm_run_create(
+            model=model, source=f"file {path.name}", requested_by="cli", total=len(instances)
+        )
+        started = time.monotonic()
+        with tqdm(
+            total=len(instances), desc=f"warming {model.name}", unit=" instances", file=_Unended(self.stderr)
+        ) as bar:
+
+            def progress(run: WarmRun) -> None:
+                bar.total = run.total
+                bar.set_postfix(
+                    computed=run.computed, cached=run.already_cached, errors=run.errors, refresh=False
+                )
+                bar.update(run.done - bar.n)
+
+            try:
+                run = warm_run_execute(
+                    run=run, instances=instances, parameters=parameters, on_progress=progress
+                )
+            except WarmBusy as exc:
+                raise CommandError(
+                    f"{exc}: try again when it ends (its progress is on the model's admin page)"
+                ) from exc
+        seconds = time.monotonic() - started
+        summary = (
+            f"warm run {run.pk} of {model.name} {run.status} in {seconds:.1f} s: instances={run.total} "
+            f"computed={run.computed} already_cached={run.already_cached} errors={run.errors}"
+        )
+        if run.status == WarmRunStatus.FAILED:
+            raise CommandError(f"{summary}: {run.message}")
+        self.stdout.write(summary)
+        if run.message:
+            self.stderr.write(run.message)
+
+    def _warm_queued(
+        self, model: ModelEndpoint, path: Path, instances: list[Any], parameters: dict[str, Any] | None
+    ) -> None:
+        if not settings.PREDCACHE_BACKGROUND_IN_WORKERS:
+            raise CommandError(
+                "--async needs a Celery worker, and PREDCACHE_BACKGROUND_IN_WORKERS is off: "
+                "warm in the foreground"
+            )
         try:
-            for batch in _batches(_read_instances(path), WARM_BATCH):
-                _, result = prediction_serve(model_name=name, instances=batch, parameters=parameters)
-                totals["instances"] += len(batch)
-                totals["already_cached"] += result.hits
-                totals["computed"] += result.misses
-        except (BackendError, InvalidJSON) as exc:
-            raise CommandError(f"warming stopped after {totals['instances']} instances: {exc}") from exc
-        self.stdout.write(" ".join(f"{key}={value}" for key, value in totals.items()))
+            run = warm_instances_enqueue(
+                model=model,
+                instances=instances,
+                parameters=parameters,
+                requested_by="cli",
+                source=f"file {path.name}",
+            )
+        except WarmNotQueued as exc:
+            raise CommandError(str(exc)) from exc
+        # The task id alone on stdout, last, for scripts; what it is on stderr.
+        self.stderr.write(
+            f"queued warm run {run.pk} of {model.name} ({run.total} instances); "
+            "its progress is on the model's admin page. Task id (next line):"
+        )
+        self.stdout.write(run.task_id)
+
+    def _warmset(self, options: dict[str, Any]) -> None:
+        if options["warmset_command"] == "list":
+            self._warmset_list(options["name"])
+            return
+        model = _model_named(options["name"])
+        instances = _warm_file(options["file"])
+        every, cron = options["every"], options["cron"]
+        schedule: dict[str, Any] = {}
+        if every is not None:
+            schedule = {"every_seconds": None if every == "off" else every, "cron": ""}
+        elif cron is not None:
+            schedule = {"every_seconds": None, "cron": "" if cron == "off" else cron}
+        try:
+            warm_set, created = warm_set_upsert(
+                model=model,
+                name=options["set"],
+                instances=instances,
+                parameters=_parse_parameters(options["parameters"]),
+                **schedule,
+            )
+        except ValidationError as exc:
+            raise CommandError(_validation_message(exc)) from exc
+        self.stdout.write(
+            f"{'created' if created else 'replaced'} warm set {warm_set.name} of {model.name}: "
+            f"{warm_set.instance_count} instances, {_warm_schedule(warm_set.every_seconds, warm_set.cron)}"
+        )
+
+    def _warmset_list(self, name: str | None) -> None:
+        rows = []
+        for warm_set, run in warm_sets_list(model=_model_named(name) if name else None):
+            rows.append(
+                [
+                    warm_set.model.name,
+                    warm_set.name,
+                    f"{warm_set.instance_count:,}",
+                    _warm_schedule(warm_set.every_seconds, warm_set.cron),
+                    "-" if run is None else _when(run.queued_at),
+                    "-" if run is None else run.status,
+                    "-" if run is None else f"{run.done:,}/{run.total:,}",
+                    "-" if run is None else f"{run.computed:,}",
+                    "-" if run is None else f"{run.already_cached:,}",
+                    "-" if run is None else f"{run.errors:,}",
+                ]
+            )
+        if not rows:
+            self.stdout.write("no warm sets (predcache warmset add NAME SET --file F)")
+            return
+        headers = [
+            "MODEL",
+            "SET",
+            "INSTANCES",
+            "SCHEDULE",
+            "LAST RUN",
+            "STATUS",
+            "DONE",
+            "COMPUTED",
+            "CACHED",
+            "ERRORS",
+        ]
+        self.stdout.write(reports.table(headers, rows, right_aligned=(2, 6, 7, 8, 9)))
 
     def _schedules(self, command: str) -> None:
         if command == "install":
@@ -370,6 +525,46 @@ def _parse_parameters(text: str | None) -> dict[str, Any] | None:
     return parameters
 
 
+class _Unended:
+    """The command's stderr as tqdm writes to it: Django's wrapper would end each redraw with a newline."""
+
+    def __init__(self, output: OutputWrapper) -> None:
+        self.output = output
+
+    def write(self, text: str) -> None:
+        self.output.write(text, ending="")
+
+    def flush(self) -> None:
+        self.output.flush()
+
+
+def _warm_file(path: Path) -> list[Any]:
+    """The instances of a warm file; every bad line is reported, with its number."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+    try:
+        return warm_file_parse(data=data, name=str(path))
+    except WarmFileInvalid as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _warm_schedule(every_seconds: int | None, cron: str) -> str:
+    if every_seconds:
+        return f"every {every_seconds} s"
+    return f"cron {cron}" if cron else "on demand"
+
+
+def _every(text: str) -> int | str:
+    """argparse type of ``--every``: whole seconds, or ``off``."""
+    if text == "off":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("whole seconds (at least 10), or off")
+    return int(text)
+
+
 def _read_instances(path: Path) -> Iterator[Any]:
     try:
         handle = path.open("rb")
@@ -383,17 +578,6 @@ def _read_instances(path: Path) -> Iterator[Any]:
                 yield parse_json(line)
             except InvalidJSON as exc:
                 raise CommandError(f"{path}:{number}: {exc}") from exc
-
-
-def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _validation_message(exc: ValidationError) -> str:
