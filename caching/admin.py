@@ -1,4 +1,4 @@
-"""Admin: models with their cache policy inline, a purge action, and the purge history."""
+"""Admin: models with their cache policy inline, a purge action, the purge history and recent warm runs."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ class ModelEndpointAdmin(admin.ModelAdmin):
     )
     list_filter = ("backend",)
     search_fields = ("name", "target")
-    readonly_fields = ("created_at", "updated_at", "purge_history")
+    readonly_fields = ("created_at", "updated_at", "purge_history", "warm_runs")
     inlines = [CachePolicyInline, VersionChangeInline]
     actions = ["purge_cache", "hot_set_to_warm_sets"]
     purge_confirmation_template = "admin/caching/modelendpoint/purge_confirmation.html"
@@ -197,6 +197,12 @@ class ModelEndpointAdmin(admin.ModelAdmin):
     @admin.display(description="updated", ordering="updated_at")
     def updated(self, obj: ModelEndpoint) -> SafeString:
         return compact_time(obj.updated_at)
+
+    @admin.display(description="recent warm runs")
+    def warm_runs(self, obj: ModelEndpoint) -> SafeString:
+        from caching.admin_warming import model_warm_runs  # registered below, after these helpers
+
+        return format_html("{}", "-") if obj.pk is None else model_warm_runs(obj)
 
     @admin.display(description="purges")
     def purge_history(self, obj: ModelEndpoint) -> str:
@@ -336,3 +342,7 @@ admin.site.unregister(APIKey)
 @admin.register(APIKey)
 class GrantedApiKeyAdmin(APIKeyModelAdmin):
     inlines = [ApiKeyGrantInline]
+
+
+# Warm sets and warm runs: their admin uses the helpers above, so it is registered last.
+from caching import admin_warming  # noqa: E402, F401
