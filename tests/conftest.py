@@ -97,6 +97,10 @@ class ModelServer:
     def peer_ports(self) -> list[int]:
         return self._http.request("GET", f"{self.base_url}/calls").json()["peer_ports"]
 
+    def call_times(self) -> list[float]:
+        """When each predict call arrived (Unix seconds), in order."""
+        return self._http.request("GET", f"{self.base_url}/calls").json()["times"]
+
 
 @pytest.fixture
 def backend(model_server_url: str) -> ModelServer:

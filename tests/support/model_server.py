@@ -8,8 +8,8 @@ Like real servers with no input schema, the server fails on some instances:
 batch it received, as TF Serving does), and ``{"crash": "why"}`` a 500 whose body is
 a Python traceback; after each 500 the server drops the connection (as uvicorn
 closes it, without ``Connection: close``): the next request sent on it gets no answer.
-``GET /calls`` lists the bodies received (and how many requests met a dropped
-connection); ``POST /control`` sets the behaviour
+``GET /calls`` lists the bodies received, when each arrived (``times``, Unix seconds) and how
+many requests met a dropped connection; ``POST /control`` sets the behaviour
 (``{"status": 503, "delay": 1.5, "modelVersionId": "v2", "hold": true}``);
 with ``hold``, each predict call is recorded and then waits until ``POST /release``.
 ``POST /reset`` clears all of it and releases held calls; ``POST /reset-calls`` only the calls.
@@ -29,6 +29,7 @@ from tests.support.serving import serve
 
 _state_lock = threading.Lock()
 _calls: list[Any] = []
+_call_times: list[float] = []  # time.time() as each predict call arrived: what a rate is measured by
 _peer_ports: list[int] = []  # client port of each predict call: shows connection reuse
 _dropped = [0]  # requests that arrived on a connection the server had given up
 _control: dict[str, Any] = {}
@@ -66,7 +67,13 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/calls":
             with _state_lock:
                 self._send(
-                    200, {"calls": list(_calls), "peer_ports": list(_peer_ports), "dropped": _dropped[0]}
+                    200,
+                    {
+                        "calls": list(_calls),
+                        "times": list(_call_times),
+                        "peer_ports": list(_peer_ports),
+                        "dropped": _dropped[0],
+                    },
                 )
         elif self.path == "/healthz":
             self._send(200, {"status": "ok"})
@@ -84,6 +91,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/reset":
             with _state_lock:
                 _calls.clear()
+                _call_times.clear()
                 _peer_ports.clear()
                 _control.clear()
                 _dropped[0] = 0
@@ -93,6 +101,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/reset-calls":
             with _state_lock:
                 _calls.clear()
+                _call_times.clear()
                 _peer_ports.clear()
             self._body()
             self._send(200, {"reset": True})
@@ -117,6 +126,7 @@ class Handler(BaseHTTPRequestHandler):
         document = self._body()
         with _state_lock:
             _calls.append(document)
+            _call_times.append(time.time())
             _peer_ports.append(self.client_address[1])
             control = dict(_control)
         if control.get("hold"):
