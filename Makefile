@@ -54,6 +54,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/hit_path.py
+	$(BIN)/python bench/warm.py
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) var .pytest_cache .mypy_cache .ruff_cache
