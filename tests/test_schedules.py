@@ -59,30 +59,9 @@ def test_a_deleted_model_takes_its_schedules_with_it(http_model):
 
 
 def test_an_admin_edit_of_the_policy_changes_the_schedule(admin_client, http_model):
-    from tests.test_admin import POLICY_DEFAULTS
-
-    policy = CachePolicy.objects.get(model=http_model)
-    form = {
-        "name": "echo",
-        "backend": "http",
-        "target": http_model.target,
-        "api_endpoint": "",
-        "timeout_seconds": "30",
-        "model_version": "",
-        "options": "{}",
-        "policy-TOTAL_FORMS": "1",
-        "policy-INITIAL_FORMS": "1",
-        "policy-MIN_NUM_FORMS": "1",
-        "policy-MAX_NUM_FORMS": "1",
-        "policy-0-id": str(policy.pk),
-        "policy-0-model": str(http_model.pk),
-        "version_changes-TOTAL_FORMS": "0",
-        "version_changes-INITIAL_FORMS": "0",
-        **POLICY_DEFAULTS,
-        "policy-0-ttl_seconds": "300",
-        "policy-0-purge_schedule": "15 1 * * *",
-    }
-    response = admin_client.post(f"/admin/caching/modelendpoint/{http_model.pk}/change/", form)
+    response = admin_client.post(
+        f"/admin/caching/modelendpoint/{http_model.pk}/change/", _change_form(http_model, "15 1 * * *")
+    )
     assert response.status_code == 302, response.content[:3000]
     assert _task(f"predcache:purge:m{http_model.pk}").crontab.minute == "15"
 
@@ -116,8 +95,8 @@ def _any_interval():
 
 
 def _due_now(name: str) -> None:
-    """As if the schedule's time had come: its last run two intervals ago, then tell beat."""
-    PeriodicTask.objects.filter(name=name).update(last_run_at=timezone.now() - timedelta(minutes=2))
+    """As if the schedule's time had come: its last run long enough ago, then tell beat."""
+    PeriodicTask.objects.filter(name=name).update(last_run_at=timezone.now() - timedelta(days=2))
     PeriodicTasks.update_changed()  # a bulk update bypasses the signals that tell beat
 
 
@@ -139,16 +118,72 @@ def test_the_purge_cron_purges_through_the_running_beat(on_worker, api, backend)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_schedule_edited_while_beat_runs_is_picked_up_without_a_restart(on_worker, api, backend):
+def test_a_warm_set_scheduled_from_the_cli_is_run_by_the_running_beat(on_worker, api, backend, tmp_path):
+    from caching.models import WarmRun, WarmSet
+
+    model, _ = model_upsert(name="scheduled", backend="http", target=backend.predict_url)
+    instances = tmp_path / "top.jsonl"
+    instances.write_text("".join(f"[{number}]\n" for number in range(20)))
+    call_command(
+        "predcache", "warmset", "add", "scheduled", "top", "--file", str(instances), "--every", "3600"
+    )
+    warm_set = WarmSet.objects.get(model=model, name="top")
+    _due_now(f"predcache:warm:s{warm_set.pk}")
+
+    def finished() -> bool:
+        return WarmRun.objects.filter(warm_set=warm_set, status="finished").exists()
+
+    wait_until(finished, timeout=60, what="the scheduled warm")
+    run = WarmRun.objects.get(warm_set=warm_set)
+    assert (run.requested_by, run.total, run.computed) == ("schedule", 20, 20)
+    assert api.predict("scheduled", {"instances": [[3], [17]]})["X-Cache"] == "HIT"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_schedule_edited_in_the_admin_is_run_by_the_running_beat(on_worker, api, backend, client):
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("operator", "op@example.com", "a-long-password-1")
+    client.login(username="operator", password="a-long-password-1")
     model, _ = model_upsert(
         name="edited", backend="http", target=backend.predict_url, purge_schedule="0 0 1 1 *"
     )
     api.predict("edited", {"instances": [[1]]})
 
-    model_upsert(name="edited", purge_schedule="* * * * *")  # edited, as in the admin
+    response = client.post(
+        f"/admin/caching/modelendpoint/{model.pk}/change/", _change_form(model, "* * * * *")
+    )
+    assert response.status_code == 302, response.content[:2000]
     _due_now(f"predcache:purge:m{model.pk}")
 
     wait_until(
         lambda: PurgeRecord.objects.filter(model=model).exists(), timeout=60, what="the edited schedule"
     )
-    assert ModelEndpoint.objects.get(pk=model.pk).purges.count() >= 1
+    assert api.predict("edited", {"instances": [[1]]})["X-Cache"] == "MISS"
+
+
+def _change_form(model: ModelEndpoint, purge_schedule: str) -> dict[str, str]:
+    """What the model's admin page posts, with the policy's purge schedule changed."""
+    from tests.test_admin import POLICY_DEFAULTS
+
+    policy = CachePolicy.objects.get(model=model)
+    return {
+        "name": model.name,
+        "backend": model.backend,
+        "target": model.target,
+        "api_endpoint": "",
+        "timeout_seconds": str(model.timeout_seconds),
+        "model_version": "",
+        "options": "{}",
+        "policy-TOTAL_FORMS": "1",
+        "policy-INITIAL_FORMS": "1",
+        "policy-MIN_NUM_FORMS": "1",
+        "policy-MAX_NUM_FORMS": "1",
+        "policy-0-id": str(policy.pk),
+        "policy-0-model": str(model.pk),
+        "version_changes-TOTAL_FORMS": "0",
+        "version_changes-INITIAL_FORMS": "0",
+        **POLICY_DEFAULTS,
+        "policy-0-ttl_seconds": str(policy.ttl_seconds),
+        "policy-0-purge_schedule": purge_schedule,
+    }
