@@ -25,6 +25,7 @@ from caching.models import ModelEndpoint, WarmRun, WarmSet
 from caching.selectors import warm_runs_recent
 from caching.services.warm_sets import (
     ERRORS_SHOWN,
+    FILE_MAX_BYTES,
     WarmFileInvalid,
     warm_file_parse,
     warm_parameters_check,
@@ -93,6 +94,8 @@ class WarmSetForm(forms.ModelForm):
             if self.instance.pk is None:
                 raise ValidationError("Upload the instances: a .jsonl or .csv file.")
             return None  # a change that keeps the instances it has
+        if upload.size > FILE_MAX_BYTES:  # refused before it is read into memory
+            raise ValidationError(f"{upload.name}: larger than {FILE_MAX_BYTES // 2**20} MiB: split the file")
         try:
             self.instance.instances = warm_file_parse(data=upload.read(), name=upload.name)
         except WarmFileInvalid as exc:
@@ -121,7 +124,8 @@ class WarmSetAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WarmSet]:
         newest = WarmRun.objects.filter(warm_set=OuterRef("pk")).order_by("-queued_at", "-id")
         fields = {f"last_{name}": Subquery(newest.values(name)[:1]) for name in _LAST_RUN_FIELDS}
-        return super().get_queryset(request).annotate(**fields)
+        # The instances (up to 128 MiB a set) are read only where a page needs them.
+        return super().get_queryset(request).defer("instances").annotate(**fields)
 
     def get_readonly_fields(self, request: HttpRequest, obj: WarmSet | None = None) -> Any:
         # A new set has nothing to show yet but the form.

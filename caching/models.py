@@ -120,6 +120,14 @@ def validate_cron(value: str) -> None:
     if len(fields) != 5:
         raise ValidationError("Five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'.")
     minute, hour, day_of_month, month, day_of_week = fields
+    from django_celery_beat.models import CrontabSchedule  # the schedule it becomes (see schedules)
+
+    for name, text in zip(
+        ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), fields, strict=True
+    ):
+        longest = CrontabSchedule._meta.get_field(name).max_length
+        if longest is not None and len(text) > longest:
+            raise ValidationError(f"The {name.replace('_', ' ')} field is longer than {longest} characters.")
     try:
         crontab(
             minute=minute,
@@ -432,6 +440,9 @@ class WarmRun(models.Model):
     computed = models.PositiveIntegerField(default=0, help_text="Missing or close to expiry: computed.")
     already_cached = models.PositiveIntegerField(default=0, help_text="Fresh enough already: left alone.")
     errors = models.PositiveIntegerField(default=0, help_text="Instances the model failed or refused.")
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Times a worker started it (more than one: a worker was lost mid-run)."
+    )
     message = models.TextField(blank=True, help_text="The last error, or why the run stopped.")
 
     class Meta:

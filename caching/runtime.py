@@ -37,23 +37,30 @@ logger = logging.getLogger(__name__)
 
 
 class BackendCache:
-    """One backend per distinct model configuration, kept while it describes its model."""
+    """Each model's backend, built once per configuration and kept while it describes its model.
+
+    A model's new configuration replaces its old backend (with its connections and clients),
+    so the cache holds one backend per model, however often the settings change.
+    """
 
     def __init__(self, context: BuildContext) -> None:
         self.context = context
         self._lock = threading.Lock()
-        self._backends: dict[Hashable, Backend] = {}
+        self._backends: dict[Hashable, tuple[Hashable, Backend]] = {}
 
-    def get(self, key: Hashable, build: Callable[[BuildContext], Backend]) -> Backend:
-        """The backend built for ``key``, built now if there is none or it is outdated."""
-        backend = self._backends.get(key)
-        if backend is not None and not backend.outdated():
-            return backend
+    def get(self, owner: Hashable, key: Hashable, build: Callable[[BuildContext], Backend]) -> Backend:
+        """``owner``'s backend for configuration ``key``, built anew for a new key or an outdated backend."""
+        held = self._backends.get(owner)
+        if held is not None and held[0] == key and not held[1].outdated():
+            return held[1]
         with self._lock:
-            backend = self._backends.get(key)
-            if backend is None or backend.outdated():
-                backend = self._backends[key] = build(self.context)
-            return backend
+            held = self._backends.get(owner)
+            if held is None or held[0] != key or held[1].outdated():
+                held = self._backends[owner] = (key, build(self.context))
+            return held[1]
+
+    def __len__(self) -> int:
+        return len(self._backends)
 
 
 class BackgroundJobs:
@@ -118,6 +125,7 @@ class Runtime:
     served_models: ExpiringMemo[str, Any]  # model lookups (selectors), for PREDCACHE_CONFIG_CACHE_SECONDS
     verified_keys: ExpiringMemo[str, Any]  # API key checks (authentication)
     background: BackgroundJobs
+    pid: int = field(default_factory=os.getpid)  # the process that built it
     stop_flusher: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
@@ -221,7 +229,6 @@ def _build() -> Runtime:
         verified_keys=ExpiringMemo(settings.PREDCACHE_API_KEY_CACHE_SECONDS),
         background=BackgroundJobs(),
     )
-    atexit.register(_flush_at_exit, runtime, os.getpid())
     interval = settings.PREDCACHE_STATS_FLUSH_SECONDS
     if interval > 0:
         threading.Thread(
@@ -233,10 +240,14 @@ def _build() -> Runtime:
     return runtime
 
 
-def _flush_at_exit(runtime: Runtime, pid: int) -> None:
-    # A forked child inherits the parent's atexit list: only the process that built it flushes it.
-    if pid == os.getpid() and not runtime.stop_flusher.is_set():
+def _flush_at_exit() -> None:
+    """At exit, add this process's last counts to Redis (a child's runtime is its own, by the pid)."""
+    runtime = _current
+    if runtime is not None and runtime.pid == os.getpid() and not runtime.stop_flusher.is_set():
         runtime.stats.flush(runtime.client, runtime.keyspace)
+
+
+atexit.register(_flush_at_exit)
 
 
 def _flush_stats_forever(runtime: Runtime, interval: float) -> None:

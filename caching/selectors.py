@@ -67,7 +67,9 @@ def served_model_build(*, model: ModelEndpoint) -> ServedModel:
     """Turn a database row into what the request path uses."""
     policy = getattr(model, "policy", None) or CachePolicy(model=model)
     try:
-        backend: Backend | None = get_runtime().backends.get(model.backend_settings(), model.backend_adapter)
+        backend: Backend | None = get_runtime().backends.get(
+            model.pk, model.backend_settings(), model.backend_adapter
+        )
         config_error = None
     except BackendConfigError as exc:
         backend, config_error = None, str(exc)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import ssl
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -28,7 +30,11 @@ def redis_broker_tls(ca_cert: str, *, check_hostname: bool, var_dir: Path) -> di
             var_dir.mkdir(exist_ok=True)
             path = var_dir / "redis-ca.pem"
             if not path.exists() or path.read_text() != ca_cert:
-                path.write_text(ca_cert)
+                # Processes starting together (gunicorn workers, Celery children) all get here:
+                # each writes its own file and renames it into place, so none reads a partial one.
+                with tempfile.NamedTemporaryFile("w", dir=var_dir, delete=False, suffix=".pem") as out:
+                    out.write(ca_cert)
+                os.replace(out.name, path)
             ca_cert = str(path)
         options["ssl_ca_certs"] = ca_cert
     return options

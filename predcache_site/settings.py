@@ -176,6 +176,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = PREDCACHE_MAX_BODY_BYTES
 # The broker: the cache's Redis unless set apart (Redis with noeviction, or RabbitMQ amqp://...).
 # Given apart, the cache's AUTH string and CA are not passed on: put the broker's own in its URL.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+if not CELERY_BROKER_URL and env.bool("REDIS_CLUSTER", default=False):
+    raise ImproperlyConfigured(
+        "a Redis Cluster cannot be the Celery broker: set CELERY_BROKER_URL (a Redis of its own, or RabbitMQ)"
+    )
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = REDIS_URL
     if PREDCACHE_REDIS_PASSWORD:

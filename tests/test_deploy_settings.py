@@ -114,6 +114,12 @@ def test_the_broker_in_the_caches_redis_gets_its_tls_ca_as_a_file(tmp_path):
     assert Path(found["ssl_ca_certs"]).read_text() == FAKE_PEM
 
 
+def test_a_redis_cluster_is_not_taken_for_the_broker():
+    assert "a Redis Cluster cannot be the Celery broker: set CELERY_BROKER_URL" in settings_error(
+        {"REDIS_URL": "redis://10.0.0.3:6379/0", "REDIS_CLUSTER": "true"}
+    )
+
+
 def test_a_broker_given_apart_is_left_as_given():
     found = settings_under(
         {

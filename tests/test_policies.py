@@ -296,6 +296,15 @@ def test_min_fresh_never_serves_a_stale_entry(api, backend, http_model):
     assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT"
 
 
+def test_min_fresh_counts_the_models_max_age_too(api, backend, http_model):
+    upsert(backend, ttl_seconds=1000, max_age_seconds=100)
+    api.predict("echo", {"instances": [[1]]})
+    age_entries(http_model, 70)  # fresh for 930 s more, but retired by max age in 30 s
+
+    assert api.predict("echo", {"instances": [[1]]}, **{"Cache-Control": "min-fresh=20"})["X-Cache"] == "HIT"
+    assert api.predict("echo", {"instances": [[1]]}, **{"Cache-Control": "min-fresh=40"})["X-Cache"] == "MISS"
+
+
 def test_only_if_cached(api, backend, http_model):
     missing = api.predict("echo", {"instances": [[1], [2]]}, **{"Cache-Control": "only-if-cached"})
     assert missing.status_code == 504

@@ -165,12 +165,12 @@ def test_a_sweep_while_another_runs_is_skipped(on_worker, every_hit_sampled, api
     runtime = get_runtime()
     namespace = runtime.keyspace.namespace(model.pk)
     token = secrets.token_hex(8)
-    assert runtime.store.job_lock(namespace, "refresh", token, 30)
+    assert runtime.store.job_lock(namespace, "warm", token, 30)  # a warm runs (or another sweep)
     backend.reset_calls()
     try:
         assert "'skipped'" in sweep(model, on_worker)
     finally:
-        runtime.store.job_unlock(namespace, "refresh", token)
+        runtime.store.job_unlock(namespace, "warm", token)
     assert backend.calls() == []
     assert model_stats(model=model)["refresh_runs"] == 0
     sweep(model, on_worker)

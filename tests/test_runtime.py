@@ -82,6 +82,11 @@ def test_backends_are_built_once_per_model_configuration(http_model, backend):
     changed = served_model_get(name="echo")
     assert changed is not None and changed.backend is not first.backend
 
+    for seconds in range(8, 40):  # however often the settings change, one backend per model
+        model_upsert(name="echo", timeout_seconds=seconds)
+        served_model_get(name="echo")
+    assert len(get_runtime().backends) == 1
+
 
 def test_a_replaced_local_model_file_gets_a_new_backend(local_model, iris_model_file):
     from caching.selectors import served_model_get, served_models_forget

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask, PeriodicTasks
+from django_celery_beat.models import PeriodicTask
 
 from caching.models import CachePolicy, ModelEndpoint, PurgeRecord
 from caching.services import model_upsert
@@ -94,23 +94,26 @@ def _any_interval():
 # --- a running beat (DatabaseScheduler) picks the schedules up -------------------------------------
 
 
-def _due_now(name: str) -> None:
-    """As if the schedule's time had come: its last run long enough ago, then tell beat."""
+def _last_run_long_ago(name: str) -> None:
+    """As if the task had last run two days ago, WITHOUT telling beat (a bulk update sends no
+    signal): only the edit that follows can make a running beat read it again. (Were beat to
+    miss it, the every-minute schedule would still run within a minute: the waits allow 90 s.)"""
     PeriodicTask.objects.filter(name=name).update(last_run_at=timezone.now() - timedelta(days=2))
-    PeriodicTasks.update_changed()  # a bulk update bypasses the signals that tell beat
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_purge_cron_purges_through_the_running_beat(on_worker, api, backend):
-    model, _ = model_upsert(name="nightly", backend="http", target=backend.predict_url)
+    model, _ = model_upsert(
+        name="nightly", backend="http", target=backend.predict_url, purge_schedule="0 0 1 1 *"
+    )
     api.predict("nightly", {"instances": [[1]]})
     assert api.predict("nightly", {"instances": [[1]]})["X-Cache"] == "HIT"
+    _last_run_long_ago(f"predcache:purge:m{model.pk}")
 
-    model_upsert(name="nightly", purge_schedule="* * * * *")  # every minute: due at the next one
-    _due_now(f"predcache:purge:m{model.pk}")
+    model_upsert(name="nightly", purge_schedule="* * * * *")  # the edit tells beat; now due
 
     wait_until(
-        lambda: PurgeRecord.objects.filter(model=model).exists(), timeout=60, what="the scheduled purge"
+        lambda: PurgeRecord.objects.filter(model=model).exists(), timeout=90, what="the scheduled purge"
     )
     assert PurgeRecord.objects.get(model=model).requested_by == "schedule"
     assert api.predict("nightly", {"instances": [[1]]})["X-Cache"] == "MISS"
@@ -124,17 +127,15 @@ def test_a_warm_set_scheduled_from_the_cli_is_run_by_the_running_beat(on_worker,
     model, _ = model_upsert(name="scheduled", backend="http", target=backend.predict_url)
     instances = tmp_path / "top.jsonl"
     instances.write_text("".join(f"[{number}]\n" for number in range(20)))
-    call_command(
-        "predcache", "warmset", "add", "scheduled", "top", "--file", str(instances), "--every", "3600"
-    )
+    # Created from the CLI, every 10 s: beat finds it by itself and runs it 10 s later.
+    call_command("predcache", "warmset", "add", "scheduled", "top", "--file", str(instances), "--every", "10")
     warm_set = WarmSet.objects.get(model=model, name="top")
-    _due_now(f"predcache:warm:s{warm_set.pk}")
 
     def finished() -> bool:
         return WarmRun.objects.filter(warm_set=warm_set, status="finished").exists()
 
     wait_until(finished, timeout=60, what="the scheduled warm")
-    run = WarmRun.objects.get(warm_set=warm_set)
+    run = WarmRun.objects.filter(warm_set=warm_set).order_by("queued_at").first()
     assert (run.requested_by, run.total, run.computed) == ("schedule", 20, 20)
     assert api.predict("scheduled", {"instances": [[3], [17]]})["X-Cache"] == "HIT"
 
@@ -149,15 +150,15 @@ def test_a_purge_schedule_edited_in_the_admin_is_run_by_the_running_beat(on_work
         name="edited", backend="http", target=backend.predict_url, purge_schedule="0 0 1 1 *"
     )
     api.predict("edited", {"instances": [[1]]})
+    _last_run_long_ago(f"predcache:purge:m{model.pk}")
 
     response = client.post(
         f"/admin/caching/modelendpoint/{model.pk}/change/", _change_form(model, "* * * * *")
     )
-    assert response.status_code == 302, response.content[:2000]
-    _due_now(f"predcache:purge:m{model.pk}")
+    assert response.status_code == 302, response.content[:2000]  # the edit tells beat; now due
 
     wait_until(
-        lambda: PurgeRecord.objects.filter(model=model).exists(), timeout=60, what="the edited schedule"
+        lambda: PurgeRecord.objects.filter(model=model).exists(), timeout=90, what="the edited schedule"
     )
     assert api.predict("edited", {"instances": [[1]]})["X-Cache"] == "MISS"
 

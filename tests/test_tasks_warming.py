@@ -14,7 +14,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -142,10 +141,11 @@ def test_the_warm_rate_holds_at_the_model_server(on_worker, backend):
 
     times, sizes = backend.call_times(), [len(call["instances"]) for call in backend.calls()]
     assert sizes == [batch] * 8
-    # Each call's instances take 1/rate s each, from when it was sent: the next call comes no
-    # sooner. (10 ms of slack: a call reaches the server a little after the pace let it go.)
-    gaps = [later - earlier for earlier, later in pairwise(times)]
-    assert min(gaps) >= batch / rate - 0.01, gaps
+    # Each call's instances take 1/rate s each, from when it was sent: by call j the model has
+    # had at most rate * elapsed instances. Cumulative, so one call recorded late (the server
+    # or the machine busy) cannot make a later gap look short. (20 ms of slack for arrival.)
+    for j in range(1, len(times)):
+        assert times[j] - times[0] >= sum(sizes[:j]) / rate - 0.02, (j, times)
     assert sum(sizes[:-1]) / (times[-1] - times[0]) <= rate * 1.01
 
 

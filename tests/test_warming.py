@@ -194,3 +194,34 @@ def test_a_redelivered_task_takes_back_its_lock_and_its_run(backend, http_model)
     # A delivery of a task that has ended does nothing.
     assert warm_run_execute(run=resumed, instances=[[9]], parameters=None, owner="task-1").done == 4
     assert json.dumps(_sent(backend)) == "[[[1], [2], [3], [4]]]"
+
+
+def test_a_run_whose_worker_keeps_dying_is_given_up(backend, http_model):
+    """Each redelivery of a warm that kills its worker would kill the next one too: three and out."""
+    run = WarmRun.objects.create(
+        model=http_model, source="tests", requested_by="tests", task_id="t", status="running", attempts=3
+    )
+    ended = warm_run_execute(run=run, instances=[[1]], parameters=None, owner="t")
+    assert (ended.status, ended.message) == ("failed", "given up: its worker was lost 3 times mid-run")
+    assert backend.calls() == []
+
+
+def test_a_delivery_whose_lock_was_taken_over_leaves_the_run_to_the_new_holder(backend, http_model):
+    """A delivery redelivered while the first still runs: the first stops and writes nothing."""
+    runtime = get_runtime()
+    namespace = model_namespace(model=http_model)
+    run = WarmRun.objects.create(model=http_model, source="tests", requested_by="tests", task_id="t")
+    instances = [[number] for number in range(6)]
+
+    def take_over(progress: WarmRun) -> None:  # after the first batch, another delivery takes the lock
+        runtime.client.set(runtime.keyspace.job(namespace, "warm"), "t:second")
+        WarmRun.objects.filter(pk=progress.pk).update(message="the second delivery's", done=0)
+
+    from caching.models import CachePolicy
+
+    CachePolicy.objects.filter(model=http_model).update(warm_batch_size=2)
+    warm_run_execute(run=run, instances=instances, parameters=None, owner="t", on_progress=take_over)
+    run.refresh_from_db()
+    assert (run.status, run.message) == ("running", "the second delivery's")  # untouched by the first
+    assert len(backend.calls()) == 1  # the first stopped after its first batch
+    runtime.client.delete(runtime.keyspace.job(namespace, "warm"))

@@ -235,7 +235,7 @@ class ReadThroughCache:
                 continue  # the model's invalidation rule: never served past this age
             if directives.no_cache or (directives.max_age is not None and age > directives.max_age):
                 continue  # the client asked for a newer answer
-            if not directives.fresh_enough(entry, now):
+            if not directives.fresh_enough(entry, now, spec.max_age):
                 continue  # min-fresh: it expires too soon (or has), so it is computed again now
             if entry.is_fresh(now):
                 request.found[digest] = entry

@@ -73,15 +73,19 @@ class Directives:
     only_if_cached: bool = False  # answer from the cache or not at all
     min_fresh: int | None = None  # accept only entries still fresh for at least this long
 
-    def fresh_enough(self, entry: CachedPrediction, now: float) -> bool:
-        """Whether ``entry``, fresh now, stays fresh for ``min_fresh`` more seconds (if asked).
+    def fresh_enough(self, entry: CachedPrediction, now: float, max_age: int | None = None) -> bool:
+        """Whether ``entry`` stays servable for ``min_fresh`` more seconds (if asked).
 
-        An entry with no freshness limit (written before entries carried one) is fresh for as
-        long as Redis keeps it, which is not known here: it counts as fresh enough.
+        Servable until its freshness ends, or until the model's ``max_age`` rule retires it,
+        whichever comes first. An entry with no freshness limit (written before entries carried
+        one) is fresh for as long as Redis keeps it, not known here: only ``max_age`` bounds it.
         """
-        if self.min_fresh is None or entry.fresh_until is None:
+        if self.min_fresh is None:
             return True
-        return entry.fresh_until - now >= self.min_fresh
+        limits = [entry.fresh_until] if entry.fresh_until is not None else []
+        if max_age is not None:
+            limits.append(entry.created_at + max_age)
+        return not limits or min(limits) - now >= self.min_fresh
 
 
 NO_DIRECTIVES = Directives()

@@ -56,17 +56,30 @@ def model_job_lock(*, model: ModelEndpoint, job: str, seconds: float, owner: str
             store.job_unlock(namespace, job, token)
 
 
-def background_task_send(*, task: str, args: list[Any], fallback: Callable[[], None], key: Any) -> str | None:
+def background_task_send(
+    *, task: str, args: list[Any], fallback: Callable[[], None], key: Any, best_effort: bool = False
+) -> str | None:
     """Run a task after the current transaction commits: on a Celery worker, or here on a thread.
 
     Returns the task id when a worker will run it. ``fallback`` runs on this process's background
-    threads when ``PREDCACHE_BACKGROUND_IN_WORKERS`` is off (a deployment with no worker).
+    threads when ``PREDCACHE_BACKGROUND_IN_WORKERS`` is off (a deployment with no worker). With
+    ``best_effort``, a broker that cannot be reached is logged, not raised: the work is a
+    nicety that a later run makes up for (a reclaim), and what it follows has happened already.
     """
     if not settings.PREDCACHE_BACKGROUND_IN_WORKERS:
         transaction.on_commit(lambda: get_runtime().background.submit(key, fallback))
         return None
     task_id = secrets.token_hex(16)
-    transaction.on_commit(lambda: _send(task, args, task_id))
+
+    def send() -> None:
+        try:
+            _send(task, args, task_id)
+        except Exception as exc:  # kombu's, the transport's: any of them means "not queued"
+            if not best_effort:
+                raise
+            logger.warning("could not queue %s%s (%s); a later run will do its work", task, args, exc)
+
+    transaction.on_commit(send)
     return task_id
 
 

@@ -168,7 +168,11 @@ def _reclaim_in_background(model_id: int) -> None:
             close_old_connections()  # this thread's own database connection
 
     background_task_send(
-        task="predcache.reclaim_model", args=[model_id], fallback=reclaim_here, key=("reclaim", model_id)
+        task="predcache.reclaim_model",
+        args=[model_id],
+        fallback=reclaim_here,
+        key=("reclaim", model_id),
+        best_effort=True,  # the purge has happened; the daily reclaim frees what this one does not
     )
 
 

@@ -34,6 +34,7 @@ from caching.models import CachePolicy, ModelEndpoint, WarmSet
 from caching.runtime import get_runtime
 from caching.selectors import ServedModel, served_model_build
 from caching.services.predictions import served_prediction
+from caching.services.warm_sets import holds_nul
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +255,9 @@ def hot_set_warm_sets_save(*, model: ModelEndpoint) -> HotWarmSets:
     def heat(group: list[HotEntry]) -> float:  # the group's decayed sample count (see hotset)
         return sum(math.exp2(min(60.0, (entry.score - now) / half_life)) for entry in group)
 
-    groups = sorted(_by_parameters(hot).values(), key=heat, reverse=True)
+    # A client may send a NUL character; PostgreSQL's jsonb cannot store one: such entries stay out.
+    storable = [entry for entry in hot if not holds_nul(entry.instance) and not holds_nul(entry.parameters)]
+    groups = sorted(_by_parameters(storable).values(), key=heat, reverse=True)
     saved = []
     with transaction.atomic():
         for group in groups[:HOT_WARM_SETS_MAX]:

@@ -80,6 +80,9 @@ def warm_file_parse(*, data: bytes, name: str, max_instances: int | None = None)
         except InvalidJSON as exc:
             errors.append(LineError(line, _reason(exc)))
             continue
+        if holds_nul(value):
+            errors.append(LineError(line, "a NUL character (\\u0000), which the database cannot store"))
+            continue
         instances.append(value)
         if len(instances) > limit:
             too_many = f"more than {limit:,} instances (PREDCACHE_WARM_MAX_INSTANCES): split the file"
@@ -92,6 +95,17 @@ def warm_file_parse(*, data: bytes, name: str, max_instances: int | None = None)
     return instances
 
 
+def holds_nul(value: Any) -> bool:
+    """Whether a JSON value holds the NUL character in a string or key: PostgreSQL's jsonb refuses it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any("\x00" in key or holds_nul(item) for key, item in value.items())
+    return False
+
+
 def warm_parameters_check(parameters: Any) -> None:
     """Raise ValidationError unless ``parameters`` is None or a JSON object that can be keyed."""
     if parameters is None:
@@ -102,6 +116,8 @@ def warm_parameters_check(parameters: Any) -> None:
         canonical_bytes(parameters, max_depth=settings.PREDCACHE_MAX_DEPTH)
     except InvalidJSON as exc:
         raise ValidationError(f"The parameters cannot be keyed: {_reason(exc)}") from exc
+    if holds_nul(parameters):
+        raise ValidationError("The parameters hold a NUL character (\\u0000): the database cannot store it.")
 
 
 @transaction.atomic

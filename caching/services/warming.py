@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
@@ -46,8 +47,12 @@ _PROGRESS_FIELDS = [
     "computed",
     "already_cached",
     "errors",
+    "attempts",
     "message",
 ]
+# A run whose worker is lost this many times is given up: something in it kills its worker (a
+# model crashing its process, a message too large for its memory), and a redelivery would again.
+MAX_ATTEMPTS = 3
 
 Progress = Callable[[WarmRun], None]
 _OWN_NUMBER = re.compile(r"^instance \d+: ")
@@ -59,6 +64,10 @@ class WarmBusy(Exception):
     def __init__(self, run: WarmRun) -> None:
         super().__init__(f"another warm of {run.model.name} is running")
         self.run = run
+
+
+class _Superseded(Exception):
+    """Another delivery of this warm's task holds its lock and its run now: this one steps aside."""
 
 
 class _Stopped(Exception):
@@ -101,6 +110,11 @@ class WarmNotQueued(Exception):
     """The broker did not take the warm's task; its run is marked failed."""
 
 
+# Instances queued with `warm --async` travel inside the task's message: brokers refuse large
+# ones (RabbitMQ 4 takes 16 MiB by default), and a Redis broker keeps a copy until it is done.
+ASYNC_MESSAGE_MAX_BYTES = 8 * 2**20
+
+
 def warm_instances_enqueue(
     *,
     model: ModelEndpoint,
@@ -113,8 +127,16 @@ def warm_instances_enqueue(
 
     Returns its run, whose ``task_id`` names the task (empty: no worker runs background work
     here, PREDCACHE_BACKGROUND_IN_WORKERS is off, and it runs on this process's threads).
-    Raises WarmNotQueued when the broker cannot be reached.
+    Raises WarmNotQueued when the broker cannot be reached, or the instances are too large to
+    travel in one message (a warm set, stored in the database, has no such limit).
     """
+    size = len(orjson.dumps([instances, parameters]))
+    if size > ASYNC_MESSAGE_MAX_BYTES:
+        raise WarmNotQueued(
+            f"{size / 2**20:.1f} MiB of instances is too large to queue as one message (at most "
+            f"{ASYNC_MESSAGE_MAX_BYTES // 2**20} MiB): add them as a warm set (predcache warmset add) "
+            "and warm that, or warm in the foreground"
+        )
     run = warm_run_create(model=model, source=source, requested_by=requested_by, total=len(instances))
     return _queued(
         run,
@@ -254,6 +276,10 @@ class _Warm:
         run, model = self.run, self.run.model
         if run.status == WarmRunStatus.RUNNING:  # this task's first delivery died mid-run
             self.notes.append(f"restarted: its worker was lost at {run.done} of {run.total} instances")
+        run.attempts += 1
+        if run.attempts > MAX_ATTEMPTS:
+            _end(run, WarmRunStatus.FAILED, f"given up: its worker was lost {MAX_ATTEMPTS} times mid-run")
+            return
         _supersede_lost_runs(run)
         policy = CachePolicy.objects.filter(model=model).first() or CachePolicy(model=model)
         served = served_model_build(model=model)
@@ -270,6 +296,10 @@ class _Warm:
             self._warm(served, policy, distinct, parameters)
         except _Stopped as exc:
             _end(run, WarmRunStatus.FAILED, f"stopped at {run.done} of {run.total} instances: {exc}")
+            return
+        except _Superseded as exc:
+            # The run is the other delivery's now: writing it would undo that one's progress.
+            logger.warning("warm run %s of %s: %s; this delivery stops", run.pk, model.name, exc)
             return
         except Exception as exc:  # the soft time limit, a database error: the row must not say running
             reason = type(exc).__name__
@@ -327,17 +357,25 @@ class _Warm:
         pacer = Pacer(policy.warm_rate)
         size = policy.warm_batch_size
         for start in range(0, len(distinct), size):
-            if time.monotonic() + served.spec.backend_timeout > self.deadline:
-                raise _Stopped("the time limit is near; run it again to warm the rest")
-            try:
-                held = self.lock.still_held()
-            except CacheUnavailable as exc:
-                raise _Stopped(f"Redis is unavailable: {exc}") from exc
-            if not held:
-                raise _Stopped("the warm lock expired or was taken over; the rest is left to that run")
             self._send(served, pacer, directives, distinct[start : start + size], parameters)
             _save(self.run, message=self.message())
             self.on_progress(self.run)
+
+    def _may_call(self, served: ServedModel, pacer: Pacer) -> None:
+        """Before each backend call: wait for the pace, then make sure the call may still be made.
+
+        In this order: the wait can be long (a batch at a low rate), and after it the time limit
+        may be near or the lock gone.
+        """
+        pacer.wait(0)  # the share the previous call booked
+        if time.monotonic() + served.spec.backend_timeout > self.deadline:
+            raise _Stopped("the time limit is near; run it again to warm the rest")
+        try:
+            held = self.lock.still_held()
+        except CacheUnavailable as exc:
+            raise _Stopped(f"Redis is unavailable: {exc}") from exc
+        if not held:
+            raise _Superseded("the warm lock expired or was taken over")
 
     def _send(
         self,
@@ -348,7 +386,7 @@ class _Warm:
         parameters: dict[str, Any] | None,
     ) -> None:
         """One read-through request for ``batch``; a batch the model refuses is split to find the bad ones."""
-        pacer.wait(0)  # the share the previous call booked
+        self._may_call(served, pacer)
         started, run = pacer.clock(), self.run
         try:
             prediction = served_prediction(

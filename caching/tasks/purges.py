@@ -7,6 +7,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from caching.core.store import CacheUnavailable
 from caching.models import ModelEndpoint
 from caching.services.jobs import model_job_lock
 from caching.services.purges import model_cache_purge, model_reclaim_by_id
@@ -19,24 +20,26 @@ PURGE_TIME_LIMIT_SECONDS = 600
 
 @shared_task(
     name="predcache.purge_model",
-    bind=True,
     time_limit=PURGE_TIME_LIMIT_SECONDS,
     soft_time_limit=PURGE_TIME_LIMIT_SECONDS - 30,
-    max_retries=10,
+    # Redis unreachable: the purge did not happen, and a schedule's purge must not be lost.
+    autoretry_for=(CacheUnavailable,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=20,
 )
-def purge_model(self: object, model_id: int, requested_by: str = "schedule") -> str:
-    """Purge every cached prediction of a model (its purge schedule), then free their memory."""
+def purge_model(model_id: int, requested_by: str = "schedule") -> str:
+    """Purge every cached prediction of a model (its purge schedule), then free their memory.
+
+    The purge itself is one atomic generation swap and needs no lock: two at once are two
+    purges. Freeing the memory takes the model's reclaim lock, as the reclaim task does.
+    """
     model = ModelEndpoint.objects.filter(pk=model_id).first()
     if model is None:
         return "deleted"
-    with model_job_lock(model=model, job="purge", seconds=PURGE_TIME_LIMIT_SECONDS) as mine:
-        if not mine:
-            # Another purge of this model is running: this one would change nothing more.
-            logger.info("a purge of %s is running already; this one is skipped", model.name)
-            return "skipped"
-        outcome = model_cache_purge(model=model, requested_by=requested_by, reclaim=False)
-        if settings.PREDCACHE_RECLAIM_AFTER_PURGE:
-            model_reclaim_by_id(model_id=model_id)
+    outcome = model_cache_purge(model=model, requested_by=requested_by, reclaim=False)
+    if settings.PREDCACHE_RECLAIM_AFTER_PURGE:
+        reclaim_model(model_id)
     return outcome.message
 
 

@@ -28,10 +28,11 @@ def refresh_ahead(model_id: int) -> dict[str, Any]:
     model = ModelEndpoint.objects.select_related("policy").filter(pk=model_id).first()
     if model is None:
         return {"message": "deleted"}
-    with model_job_lock(model=model, job="refresh", seconds=REFRESH_TIME_LIMIT_SECONDS) as mine:
+    # The warm lock: a sweep and a warm of one model never run together, so the model's warm
+    # rate bounds both (and a warm renews the hot entries anyway).
+    with model_job_lock(model=model, job="warm", seconds=REFRESH_TIME_LIMIT_SECONDS) as mine:
         if not mine:
-            # Another sweep of this model runs: it sees the same hot set, this one would add nothing.
-            logger.info("a refresh-ahead sweep of %s is running already; this one is skipped", model.name)
+            logger.info("a warm or sweep of %s is running; this refresh-ahead sweep is skipped", model.name)
             return {"message": "skipped"}
         outcome = model_refresh_ahead(model=model, budget_seconds=REFRESH_TIME_LIMIT_SECONDS - 60)
     logger.info("%s", outcome.message)

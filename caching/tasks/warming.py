@@ -40,7 +40,10 @@ def warm_set(self: Task, warm_set_id: int, requested_by: str = "schedule") -> st
     task_id = self.request.id or ""
     return _warm_or_wait(
         self,
-        lambda: warm_set_warm(
+        # A scheduled warm that finds another warm running is skipped, not queued behind it:
+        # otherwise each tick of a schedule shorter than a warm would add one more waiting.
+        wait=requested_by != "schedule",
+        warm=lambda: warm_set_warm(
             warm_set=found,
             requested_by=requested_by,
             task_id=task_id,
@@ -65,7 +68,8 @@ def warm_instances(
         return "deleted"
     return _warm_or_wait(
         self,
-        lambda: warm_run_execute(
+        wait=True,
+        warm=lambda: warm_run_execute(
             run=run,
             instances=instances,
             parameters=parameters,
@@ -76,11 +80,15 @@ def warm_instances(
     )
 
 
-def _warm_or_wait(task: Task, warm: Any) -> str:
-    """Run ``warm``; while another warm of the model runs, retry later (backing off), up to a bound."""
+def _warm_or_wait(task: Task, *, warm: Any, wait: bool) -> str:
+    """Run ``warm``; while another warm of the model runs, retry later (backing off, up to a bound),
+    or with ``wait`` off, give up at once (the run says why)."""
     try:
         run: WarmRun = warm()
     except WarmBusy as busy:
+        if not wait:
+            warm_run_fail(run=busy.run, message="skipped: another warm of the model was running")
+            return "skipped"
         retries = task.request.retries
         if retries >= WARM_MAX_RETRIES:
             warm_run_fail(run=busy.run, message="gave up waiting for another warm of the model to end")

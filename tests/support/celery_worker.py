@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -129,9 +130,13 @@ def celery_worker(
         yield worker
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # a warm shutdown: running tasks finish
+            # A warm shutdown: to the main process only, which lets its children finish their
+            # tasks (a signal to the whole group would kill them, and requeue their tasks).
+            process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # any child left behind

@@ -30,7 +30,7 @@ from caching.services import (
     model_upsert,
 )
 from caching.services.schedules import schedules_install
-from caching.services.warm_sets import WarmFileInvalid, warm_file_parse, warm_set_upsert
+from caching.services.warm_sets import FILE_MAX_BYTES, WarmFileInvalid, warm_file_parse, warm_set_upsert
 from caching.services.warming import (
     WarmBusy,
     WarmNotQueued,
@@ -541,6 +541,8 @@ class _Unended:
 def _warm_file(path: Path) -> list[Any]:
     """The instances of a warm file; every bad line is reported, with its number."""
     try:
+        if path.stat().st_size > FILE_MAX_BYTES:  # refused before it is read into memory
+            raise CommandError(f"{path}: larger than {FILE_MAX_BYTES // 2**20} MiB: split the file")
         data = path.read_bytes()
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc}") from exc
