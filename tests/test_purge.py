@@ -85,7 +85,7 @@ def test_an_instance_purge_is_keyed_like_requests(api, backend, http_model, tmp_
     [
         (("--parameters", "{}"), "--parameters goes with --instances"),
         (("--instances", "EMPTY"), "no instances"),
-        (("--instances", "BAD"), r"instances\.jsonl:1"),
+        (("--instances", "BAD"), r"instances\.jsonl: line 1: "),
         (("--instances", "GOOD", "--parameters", "[1]"), "must be a JSON object"),
     ],
 )

@@ -9,7 +9,6 @@ import threading
 import pytest
 
 from caching.core.hotset import HOT_INSTANCE_MAX_BYTES, HotSampler
-from caching.core.pacing import Pacer
 from caching.core.refresh import COLD, DUE, GONE, NOT_DUE, refresh_decision, refresh_lead
 
 
@@ -153,23 +152,3 @@ class Clock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
-
-
-def test_the_pacer_holds_the_rate_batch_by_batch():
-    clock = Clock()
-    pacer = Pacer(10, clock=clock, sleep=clock.sleep)
-    for _ in range(5):
-        pacer.wait(20)  # 20 instances at 10/s book 2 s each
-    assert clock.slept == [2.0, 2.0, 2.0, 2.0]
-    assert 100 / (clock.now + 2.0) == 10
-
-
-def test_the_pacer_does_not_wait_for_time_already_spent_and_none_means_no_limit():
-    clock = Clock()
-    pacer = Pacer(10, clock=clock, sleep=clock.sleep)
-    pacer.wait(10)
-    clock.now += 5  # the backend call took longer than the batch's share
-    assert pacer.wait(10) == 0.0
-    assert Pacer(None, clock=clock, sleep=clock.sleep).wait(10**6) == 0.0
-    with pytest.raises(ValueError):
-        Pacer(0)

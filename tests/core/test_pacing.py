@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from caching.core.pacing import Pacer
 
 
@@ -40,3 +42,23 @@ def test_nothing_sent_books_nothing_and_no_rate_never_waits():
     unpaced = Pacer(None, clock=clock, sleep=clock.sleep)
     unpaced.book(10**6, since=clock())
     assert unpaced.wait(0) == 0.0
+
+
+def test_the_pacer_holds_the_rate_batch_by_batch():
+    clock = Clock()
+    pacer = Pacer(10, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        pacer.wait(20)  # 20 instances at 10/s book 2 s each
+    assert clock.slept == [2.0, 2.0, 2.0, 2.0]
+    assert 100 / (clock.now + 2.0) == 10
+
+
+def test_the_pacer_does_not_wait_for_time_already_spent_and_none_means_no_limit():
+    clock = Clock()
+    pacer = Pacer(10, clock=clock, sleep=clock.sleep)
+    pacer.wait(10)
+    clock.now += 5  # the backend call took longer than the batch's share
+    assert pacer.wait(10) == 0.0
+    assert Pacer(None, clock=clock, sleep=clock.sleep).wait(10**6) == 0.0
+    with pytest.raises(ValueError):
+        Pacer(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -287,9 +286,7 @@ class Command(BaseCommand):
             if outcome.record is not None and not options["no_reclaim"]:
                 self._reclaim(model.name)
             return
-        instances = list(_read_instances(path))
-        if not instances:
-            raise CommandError(f"{path}: no instances")
+        instances = _warm_file(path)  # as a warm reads it: JSONL or CSV, every bad line named
         parameters = _parse_parameters(options["parameters"])
         try:
             outcome = model_instances_purge(
@@ -565,21 +562,6 @@ def _every(text: str) -> int | str:
     if not text.isdigit():
         raise argparse.ArgumentTypeError("whole seconds (at least 10), or off")
     return int(text)
-
-
-def _read_instances(path: Path) -> Iterator[Any]:
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc}") from exc
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield parse_json(line)
-            except InvalidJSON as exc:
-                raise CommandError(f"{path}:{number}: {exc}") from exc
 
 
 def _validation_message(exc: ValidationError) -> str:
