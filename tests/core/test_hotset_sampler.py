@@ -136,19 +136,3 @@ def test_cold_gone_and_not_due_entries_are_left_alone():
     assert decide(now=200.0) == GONE
     assert decide(header={"t": 100.0}) == GONE  # no expiry in its header
     assert decide(now=150.0, max_age=55.0) == DUE  # the model's max age ends it at 155
-
-
-# --- pacing --------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
