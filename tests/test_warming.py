@@ -14,9 +14,9 @@ from caching.models import WarmRun, WarmSet
 from caching.runtime import get_runtime
 from caching.selectors import model_namespace
 from caching.services import CLEAR, model_upsert
+from caching.services.warm_loop import warm_min_fresh
 from caching.services.warming import (
     WarmBusy,
-    warm_min_fresh,
     warm_run_create,
     warm_run_execute,
     warm_set_warm,
