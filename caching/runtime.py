@@ -29,6 +29,7 @@ from caching.core.hotset import HotSampler
 from caching.core.keys import KeySpace
 from caching.core.memo import ExpiringMemo
 from caching.core.readthrough import ReadThroughCache
+from caching.core.redis_store import RedisPredictionStore
 from caching.core.stats import StatsRecorder
 from caching.core.store import PredictionStore, redis_client
 from caching.installation import installation_id
@@ -193,7 +194,7 @@ def _build() -> Runtime:
         tls_check_hostname=settings.PREDCACHE_REDIS_TLS_CHECK_HOSTNAME,
     )
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
-    store = PredictionStore(client, keyspace)
+    store = RedisPredictionStore(client, keyspace)
     hot = HotSampler(
         one_in=settings.PREDCACHE_HOT_SAMPLE_RATE,
         half_life=settings.PREDCACHE_HOT_HALF_LIFE_SECONDS,

@@ -5,30 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Final, Generic, TypeVar
+from typing import Generic, TypeVar
+
+from caching.core.sentinels import NO_VALUE, NoValue
+
+__all__ = ["NO_VALUE", "ExpiringMemo", "NoValue"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-
-class _NoValue:
-    """The explicit "not remembered" answer, so ``None`` can be remembered (an unknown name, say)."""
-
-    _instance: _NoValue | None = None
-
-    def __new__(cls) -> _NoValue:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NO_VALUE"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-NO_VALUE: Final = _NoValue()
 
 
 class ExpiringMemo(Generic[K, V]):
@@ -43,7 +27,7 @@ class ExpiringMemo(Generic[K, V]):
         self._lock = threading.Lock()
         self._entries: dict[K, tuple[float, V]] = {}
 
-    def get(self, key: K) -> V | _NoValue:
+    def get(self, key: K) -> V | NoValue:
         """The value remembered for ``key`` if it is recent enough, else :data:`NO_VALUE`."""
         remembered = self._entries.get(key)  # a dict read needs no lock; writes replace whole items
         if remembered is None or self._clock() - remembered[0] >= self.seconds:

@@ -48,19 +48,21 @@ class CacheSpec:
         return not self.model_version
 
     def pin_admits(self, model_version_id: str | None, deployed_model_id: str | None) -> bool:
-        """Whether a prediction reported under this version may be stored and served.
+        """Whether a prediction reported under this version may be stored and served (see pin_admits)."""
+        return pin_admits(self.model_version, model_version_id, deployed_model_id)
 
-        A pin names a ``deployedModelId``, a ``modelVersionId`` or the full tag
-        ``deployedModelId/modelVersionId``. Predictions reported without any version
-        are admitted: for such backends the pin is only a label in the keys.
-        """
-        if self.follows_versions or (model_version_id is None and deployed_model_id is None):
-            return True
-        return self.model_version in (
-            model_version_id,
-            deployed_model_id,
-            version_tag(model_version_id, deployed_model_id),
-        )
+
+def pin_admits(pin: str, model_version_id: str | None, deployed_model_id: str | None) -> bool:
+    """Whether a prediction reported under this version may be stored and served under ``pin``.
+
+    No pin (``""``): the cache follows versions instead, any is admitted. A pin names a
+    ``deployedModelId``, a ``modelVersionId`` or the full tag ``deployedModelId/modelVersionId``.
+    Predictions reported without any version are admitted: for such backends the pin is only
+    a label in the keys.
+    """
+    if not pin or (model_version_id is None and deployed_model_id is None):
+        return True
+    return pin in (model_version_id, deployed_model_id, version_tag(model_version_id, deployed_model_id))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from caching.core.keys import version_tag
+from caching.core.freshness import ServedState, header_servable
 from caching.models import ModelEndpoint, PurgeRecord, PurgeScope
 from caching.runtime import get_runtime
 from caching.selectors import model_namespace, served_model_get
@@ -143,15 +143,13 @@ def _entry_liveness(*, model: ModelEndpoint) -> Callable[[dict[str, Any]], bool]
     """Judges an entry's header against the model's state now: could a request still serve it?"""
     started = time.time()  # before the state is read: anything written later is kept
     lookup = get_runtime().store.lookup(model_namespace(model=model), model.model_version, [])
-    follows_versions = not model.model_version
+    state = ServedState(lookup.generation, lookup.current_version)
 
     def is_live(header: dict[str, Any]) -> bool:
         created = header.get("t")
         if not isinstance(created, int | float) or created >= started:
             return True  # written during the walk, maybe under a newer state than the one read
-        if header.get("g") != lookup.generation:
-            return False
-        return not follows_versions or version_tag(header.get("v"), header.get("d")) == lookup.current_version
+        return header_servable(header, pin=model.model_version, state=state)
 
     return is_live
 

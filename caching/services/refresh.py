@@ -24,8 +24,8 @@ from django.db import transaction
 
 from caching.backends.base import BackendError, BackendUnavailable
 from caching.core.canonical import InvalidJSON
+from caching.core.freshness import ServedState, header_servable
 from caching.core.hotset import HotEntry, hot_set_forget, hot_set_read
-from caching.core.keys import version_tag
 from caching.core.pacing import Pacer
 from caching.core.refresh import COLD, DUE, GONE, NOT_DUE, refresh_decision
 from caching.core.spec import CACHE, CacheSpec, Directives
@@ -163,11 +163,8 @@ def _hot_set_verified(served: ServedModel) -> list[HotEntry]:
 
 def _servable(spec: CacheSpec, lookup: Lookup, header: dict[str, Any]) -> bool:
     """Whether a request would serve the entry of this header (not purged, of the right version)."""
-    if header.get("g") != lookup.generation:
-        return False
-    if spec.follows_versions:
-        return version_tag(header.get("v"), header.get("d")) == lookup.current_version
-    return spec.pin_admits(header.get("v"), header.get("d"))
+    state = ServedState(lookup.generation, lookup.current_version)
+    return header_servable(header, pin=spec.model_version, state=state)
 
 
 def _recompute(
