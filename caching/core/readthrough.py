@@ -110,6 +110,7 @@ class ReadThroughCache:
         hot: HotSampler | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        refresher: BackgroundRefresher | None = None,
     ) -> None:
         self.store = store
         self.max_depth = max_depth
@@ -121,7 +122,7 @@ class ReadThroughCache:
         self._guard = StoreGuard(redis_breaker or CircuitBreaker("redis"))
         self._call_backend = BackendCaller(backend_breakers or BreakerRegistry(), stats)
         self._waiter = Waiter(store, self._guard, clock=clock, monotonic=monotonic, sleep=sleep)
-        self._refresher = BackgroundRefresher()
+        self._refresher = refresher or BackgroundRefresher()
 
     @property
     def redis_breaker(self) -> CircuitBreaker:
