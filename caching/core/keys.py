@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 # Bump when anything that feeds a digest changes meaning; old entries then simply miss.
 KEY_FORMAT_VERSION = b"pc1"
@@ -33,6 +34,18 @@ def instance_digest(context: bytes, canonical_instance: bytes) -> str:
     hasher.update(b"\x00")
     hasher.update(canonical_instance)
     return hasher.hexdigest()
+
+
+def instance_digests(context: bytes, canonical_instances: Iterable[bytes]) -> list[str]:
+    """:func:`instance_digest` of each instance, hashing the shared context once."""
+    shared = hashlib.blake2b(context, digest_size=DIGEST_BYTES)
+    shared.update(b"\x00")
+    digests = []
+    for canonical_instance in canonical_instances:
+        hasher = shared.copy()
+        hasher.update(canonical_instance)
+        digests.append(hasher.hexdigest())
+    return digests
 
 
 class KeySpace:

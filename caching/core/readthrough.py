@@ -28,7 +28,7 @@ from caching.core.fresh_hints import FreshHints
 from caching.core.freshness import ServedState, sort_entries
 from caching.core.guard import StoreGuard
 from caching.core.hotset import HotSampler
-from caching.core.keys import instance_digest, request_context
+from caching.core.keys import instance_digests, request_context
 from caching.core.revalidation import BackgroundRefresher
 from caching.core.sentinels import NoValue
 from caching.core.singleflight import Waiter
@@ -232,7 +232,9 @@ class ReadThroughCache:
             canonical_parameters=canonical_bytes(parameters, max_depth=self.max_depth),
         )
         rules, depth = spec.key_rules, self.max_depth
-        return [instance_digest(context, canonical_bytes(i, max_depth=depth, rules=rules)) for i in instances]
+        return instance_digests(
+            context, (canonical_bytes(i, max_depth=depth, rules=rules) for i in instances)
+        )
 
     def _locks_to_take(
         self, spec: CacheSpec, directives: Directives, distinct: list[str], token: str, now: float
