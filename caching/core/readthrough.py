@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from caching.backends.base import Backend, BackendError, BackendRejectedInput
+from caching.backends.base import Backend
 from caching.core.backend_calls import BackendCaller
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.canonical import canonical_bytes
-from caching.core.codec import CachedPrediction
+from caching.core.computing import Answers, Computer, Request, VersionListener
 from caching.core.fresh_hints import FreshHints
 from caching.core.freshness import ServedState, sort_entries
 from caching.core.guard import StoreGuard
@@ -45,53 +43,12 @@ from caching.core.spec import (
     Directives,
     NotCached,
     Prediction,
-    VersionChange,
     common,
-    tag_of,
 )
 from caching.core.stats import StatsRecorder
-from caching.core.store import LockRequest, Lookup, PredictionStore
-from caching.core.writing import write_entries
+from caching.core.store import LockRequest, PredictionStore
 
 logger = logging.getLogger(__name__)
-
-VersionListener = Callable[[CacheSpec, VersionChange], None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """One predict request (or one background refresh) as the cache sees it after its lookup."""
-
-    spec: CacheSpec
-    backend: Backend
-    instances: Sequence[Any]
-    parameters: dict[str, Any] | None
-    first_index: dict[str, int]  # distinct digests, in order of first appearance
-    lookup: Lookup
-    token: str  # the lookup's lock token
-    background: bool = False  # a stale-while-revalidate refresh, not a client's request
-    # Told of version changes found by the background refresh this request starts (a client's
-    # own change is in its Prediction).
-    version_listener: VersionListener | None = None
-
-    def positions(self, digests: Sequence[str]) -> list[int]:
-        return [self.first_index[digest] for digest in digests]
-
-
-@dataclass(slots=True)
-class _Answers:
-    """What a request has in hand so far."""
-
-    found: dict[str, CachedPrediction]
-    stale: dict[str, CachedPrediction] = field(default_factory=dict)  # revalidated in background
-    fallback: dict[str, CachedPrediction] = field(default_factory=dict)  # stale-if-error only
-    computed: list[str] = field(default_factory=list)
-    stored: bool = False
-    answer_is_current: bool = False  # a computed answer came from the version the cache follows
-    version_change: VersionChange | None = None
-
-    def entry(self, digest: str) -> CachedPrediction:
-        return self.found.get(digest) or self.stale[digest]
 
 
 class ReadThroughCache:
@@ -121,7 +78,10 @@ class ReadThroughCache:
         self.hints = FreshHints()
         self._guard = StoreGuard(redis_breaker or CircuitBreaker("redis"))
         self._call_backend = BackendCaller(backend_breakers or BreakerRegistry(), stats)
-        self._waiter = Waiter(store, self._guard, clock=clock, monotonic=monotonic, sleep=sleep)
+        waiter = Waiter(store, self._guard, clock=clock, monotonic=monotonic, sleep=sleep)
+        self._computer = Computer(
+            store, stats, clock, single_flight_wait, self.hints, self._guard, self._call_backend, waiter
+        )
         self._refresher = refresher or BackgroundRefresher()
 
     @property
@@ -181,7 +141,7 @@ class ReadThroughCache:
             if directives.only_if_cached:
                 raise NotCached("the cache is unavailable")
             return self._pass_through(spec, backend, instances, parameters)
-        request = _Request(
+        request = Request(
             spec,
             backend,
             instances,
@@ -210,12 +170,12 @@ class ReadThroughCache:
         if self.hot is not None and entries.fresh and client_request:
             # Only fresh hits: entries the cache serves as they are, the ones worth keeping fresh.
             sampled = self.hot.offer(spec.namespace, entries.fresh, first_index, instances, parameters)
-        answers = _Answers(dict(entries.fresh), dict(entries.revalidate), dict(entries.fallback))
+        answers = Answers(dict(entries.fresh), dict(entries.revalidate), dict(entries.fallback))
         if entries.missing and directives.only_if_cached:
             raise NotCached(f"{len(entries.missing)} of {len(distinct)} distinct instances are not cached")
         unused = set(lookup.locked).difference(entries.missing, entries.revalidate)
         if entries.missing:
-            self._fill(request, answers, list(entries.missing), unused)
+            self._computer.fill(request, answers, list(entries.missing), unused)
         elif unused:  # locks the lookup took for entries found servable after all
             self._guard(lambda: self.store.release(spec.namespace, list(unused), token))
         if answers.stale:
@@ -252,119 +212,7 @@ class ReadThroughCache:
             every_entry=directives.no_cache,
         )
 
-    def _fill(self, request: _Request, answers: _Answers, missing: list[str], unused: set[str]) -> None:
-        """Compute the misses once across processes: with the locks taken, wait for the others'."""
-        spec, lookup, token = request.spec, request.lookup, request.token
-        unknown = [d for d in missing if d not in lookup.locked and d not in lookup.held]
-        owned: set[str] = set()
-        if unknown:  # not locked by the lookup (a plain read, or the store judged them servable)
-            taken = self._guard(
-                lambda: self.store.acquire(spec.namespace, unknown, token, spec.backend_timeout + 5)
-            )
-            # Redis went away since the lookup: compute, store nothing (no lock holds the token).
-            owned = set(unknown) if isinstance(taken, NoValue) else taken
-        mine = [d for d in missing if d in lookup.locked or d in owned]
-        theirs = [d for d in missing if d not in lookup.locked and d not in owned]
-        if mine:
-            self._compute(request, answers, mine, token, release=sorted(unused))
-        elif unused:
-            self._guard(lambda: self.store.release(spec.namespace, sorted(unused), token))
-        if theirs:
-            self.stats.record(spec.namespace, single_flight_waits=len(theirs))
-            waited = self._waiter.wait(
-                spec,
-                theirs,
-                seen=dict(zip(request.first_index, lookup.raw_values, strict=True)),
-                bound_seconds=min(self.single_flight_wait, spec.backend_timeout + 1),
-            )
-            answers.found.update(waited.found)
-            if waited.leftover:
-                self.stats.record(spec.namespace, single_flight_timeouts=len(waited.leftover))
-                self._compute(request, answers, waited.leftover, "")
-        if answers.answer_is_current and spec.follows_versions and answers.computed:
-            # Fresh answers are of the version the cache now follows. Cached predictions in
-            # this same request written by another version (this answer moved the cache, or
-            # another process did since the lookup) are recomputed: one response, one version.
-            current = tag_of(answers.found[answers.computed[0]])
-            other = [
-                d
-                for d in request.first_index
-                if d not in answers.computed and tag_of(answers.entry(d)) != current
-            ]
-            if other:
-                for digest in other:
-                    answers.stale.pop(digest, None)
-                self._compute(request, answers, other, "")
-                locked = [d for d in other if d in lookup.locked]  # stale ones, no longer revalidated
-                if locked:
-                    self._guard(lambda: self.store.release(spec.namespace, locked, token))
-
-    def _compute(
-        self,
-        request: _Request,
-        answers: _Answers,
-        digests: list[str],
-        token: str,
-        release: Sequence[str] = (),
-    ) -> None:
-        """One backend call for ``digests``; store what may be stored; release their locks."""
-        spec = request.spec
-        positions = request.positions(digests)
-        try:
-            result = self._call_backend(
-                spec,
-                request.backend,
-                [request.instances[i] for i in positions],
-                request.parameters,
-                positions,
-            )
-        except BaseException as exc:
-            if token:  # waiters must not sit out their bound for an answer that will not come
-                self._guard(lambda: self.store.release(spec.namespace, [*digests, *release], token))
-            if not isinstance(exc, BackendError) or isinstance(exc, BackendRejectedInput):
-                raise
-            if any(d not in answers.fallback for d in digests):
-                raise
-            logger.warning("%s failed, serving stale predictions: %s", spec.model_name, exc)
-            self.stats.record(spec.namespace, stale_if_error=len(digests))
-            answers.found.update({d: answers.fallback[d] for d in digests})
-            return
-        now = self.clock()
-        entries = {
-            digest: CachedPrediction(
-                prediction=prediction,
-                generation=request.lookup.generation,
-                created_at=now,
-                model_version_id=result.model_version_id,
-                deployed_model_id=result.deployed_model_id,
-                # The TTL, shortened at random by up to ``ttl_jitter`` of it, for each entry.
-                fresh_until=now + spec.ttl_seconds * (1 - spec.ttl_jitter * random.random()),
-            )
-            for digest, prediction in zip(digests, result.predictions, strict=True)
-        }
-        answers.found.update(entries)
-        answers.computed += [d for d in digests if d not in answers.computed]
-        written = write_entries(
-            store=self.store,
-            guard=self._guard,
-            stats=self.stats,
-            spec=spec,
-            lookup=request.lookup,
-            entries=entries,
-            result=result,
-            token=token,
-            release=release,
-            handoff_seconds=self.single_flight_wait + 1,
-        )
-        if written.stored:
-            self.hints.remember(entries)
-        answers.stored = answers.stored or written.stored
-        answers.answer_is_current = answers.answer_is_current or written.current
-        answers.version_change = answers.version_change or written.change
-        if written.change is not None and request.version_listener is not None and request.background:
-            request.version_listener(spec, written.change)
-
-    def _revalidate_later(self, request: _Request, answers: _Answers) -> None:
+    def _revalidate_later(self, request: Request, answers: Answers) -> None:
         """Refresh stale entries in the background, once across processes (their locks)."""
         spec, lookup, token = request.spec, request.lookup, request.token
         mine = [d for d in answers.stale if d in lookup.locked]
@@ -378,16 +226,16 @@ class ReadThroughCache:
             return
         refresh = dataclasses.replace(request, background=True)
         # If the refresh fails, keep what is there.
-        kept = _Answers(found={}, fallback=dict(answers.stale))
+        kept = Answers(found={}, fallback=dict(answers.stale))
         self.stats.record(spec.namespace, revalidations=len(mine))
         if not self._refresher.submit(
-            lambda: self._compute(refresh, kept, mine, token), name=spec.model_name
+            lambda: self._computer.compute(refresh, kept, mine, token), name=spec.model_name
         ):
             # Refreshes are backed up (the model is slow): let the stale entries be, for now.
             self._guard(lambda: self.store.release(spec.namespace, mine, token))
 
     def _answer(
-        self, request: _Request, answers: _Answers, digests: list[str], *, client_request: bool, sampled: int
+        self, request: Request, answers: Answers, digests: list[str], *, client_request: bool, sampled: int
     ) -> Prediction:
         """The response: predictions in request order, with how the cache took part."""
         spec = request.spec
