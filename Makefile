@@ -55,6 +55,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/hit_path.py
 	$(BIN)/python bench/warm.py
+	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/zipf.py
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) var .pytest_cache .mypy_cache .ruff_cache
