@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from caching.core.errors import PredcacheError
+
 
 @dataclass(frozen=True, slots=True)
 class BackendResult:
@@ -61,24 +63,21 @@ class Backend(Protocol):
         ...
 
 
-class BackendError(Exception):
-    """A model server failed; ``status`` and ``code`` are what the client is told."""
+class BackendError(PredcacheError):
+    """A model server failed; ``code`` (and the status it answers) is what the client is told."""
 
-    status = 502
     code = "backend_error"
 
 
 class BackendUnavailable(BackendError):
     """The model server could not be reached or said it is overloaded."""
 
-    status = 503
     code = "backend_unavailable"
 
 
 class BackendTimeout(BackendError):
     """The model server did not answer within the model's timeout."""
 
-    status = 504
     code = "backend_timeout"
 
 
@@ -93,7 +92,6 @@ class BackendRejectedInput(BackendError):
     all of them), and the read-through cache renumbers the message for the client.
     """
 
-    status = 400
     code = "invalid_instances"
 
     def __init__(

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import DatabaseError, close_old_connections
 
 from caching.backends.base import BackendMisconfigured
+from caching.core.errors import PredcacheError
 from caching.core.spec import CacheSpec, Directives, Prediction, VersionChange
 from caching.models import ModelVersionChange
 from caching.runtime import get_runtime
@@ -16,8 +17,19 @@ from caching.selectors import ServedModel, served_model_get, served_vertex_model
 logger = logging.getLogger(__name__)
 
 
-class ModelNotFound(LookupError):
-    """No model is registered under the requested name."""
+class ModelNotFound(PredcacheError):
+    """No model is registered under the requested name (or for the requested Vertex AI endpoint)."""
+
+    code = "model_not_found"
+
+    @classmethod
+    def named(cls, name: str) -> ModelNotFound:
+        # Clipped: a name from a URL can be as long as the request line.
+        return cls(f"no model is registered as {name[:128]!r}")
+
+    @classmethod
+    def for_endpoint(cls, endpoint: str) -> ModelNotFound:
+        return cls(f"no vertex model is registered for {endpoint[:300]!r}")
 
 
 def prediction_serve(
@@ -30,7 +42,7 @@ def prediction_serve(
     """Answer a predict request through the cache."""
     served = served_model_get(name=model_name)
     if served is None:
-        raise ModelNotFound(model_name)
+        raise ModelNotFound.named(model_name)
     return served, served_prediction(
         served=served, instances=instances, parameters=parameters, directives=directives
     )
@@ -46,7 +58,7 @@ def vertex_prediction_serve(
     """Answer a request made to the Vertex AI route for ``projects/P/locations/L/endpoints/E``."""
     served = served_vertex_model_get(endpoint=endpoint)
     if served is None:
-        raise ModelNotFound(endpoint)
+        raise ModelNotFound.for_endpoint(endpoint)
     return served, served_prediction(
         served=served, instances=instances, parameters=parameters, directives=directives
     )

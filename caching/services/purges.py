@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from caching.core.errors import PredcacheError
 from caching.core.freshness import ServedState, header_servable
 from caching.models import ModelEndpoint, PurgeRecord, PurgeScope
 from caching.runtime import get_runtime
@@ -22,8 +23,10 @@ from caching.services.predictions import ModelNotFound
 logger = logging.getLogger(__name__)
 
 
-class PurgeRefused(ValueError):
+class PurgeRefused(PredcacheError):
     """A purge that would not make anything unreachable; nothing was changed."""
+
+    code = "version_not_served"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,7 @@ def model_instances_purge(
     """
     served = served_model_get(name=model.name)
     if served is None:
-        raise ModelNotFound(model.name)
+        raise ModelNotFound.named(model.name)
     runtime = get_runtime()
     digests = runtime.cache.instance_digests(served.spec, instances, parameters)
     removed = runtime.store.delete_entries(served.spec.namespace, digests)

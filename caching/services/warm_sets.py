@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from caching.core.canonical import InvalidJSON, canonical_bytes, parse_json
+from caching.core.errors import PredcacheError
 from caching.models import ModelEndpoint, WarmSet
 
 # A message lists this many bad lines; the count says how many more there are.
@@ -47,8 +48,10 @@ class LineError:
         return self.message if self.line is None else f"line {self.line}: {self.message}"
 
 
-class WarmFileInvalid(ValueError):
+class WarmFileInvalid(PredcacheError):
     """A warm file with bad lines, or too many instances; nothing was stored."""
+
+    code = "warm_file_invalid"
 
     def __init__(self, source: str, errors: list[LineError]) -> None:
         self.source = source
