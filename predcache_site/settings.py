@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "caching.api.health.ProbeMiddleware",  # probes come by IP: answer them before host checks
+    # The predict routes: behind the security middleware below alone (caching/api/lean.py).
+    "caching.api.lean.LeanRoutes",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

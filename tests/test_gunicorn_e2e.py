@@ -135,6 +135,19 @@ def test_disallowed_host_is_a_json_400(server):
     assert orjson.loads(body)["error"]["code"] == "bad_request"
 
 
+def test_a_predict_request_to_a_host_not_allowed_is_a_json_400(server, seeded, backend):
+    status, _, body = request(
+        server,
+        "POST",
+        "/v1/models/e2e:predict",
+        body=b'{"instances": [1]}',
+        headers={"Host": "evil.example", "Content-Type": "application/json", "X-Api-Key": seeded},
+    )
+    assert status == 400
+    assert orjson.loads(body)["error"]["code"] == "bad_request"
+    assert backend.calls() == []
+
+
 @pytest.mark.parametrize("path", ["/v1/models/%ff%fe:predict", "/v1/models/..%2f..%2fadmin:predict", "/v2/x"])
 def test_odd_paths_are_json_404(server, seeded, path):
     status, headers, body = request(

@@ -21,19 +21,13 @@ from rest_framework_api_key.models import APIKey
 
 from caching.api import schema
 from caching.api.authentication import ApiKeyAuthentication
-from caching.api.errors import ApiError
-from caching.api.parsing import read_json_body, too_large
+from caching.api.errors import InvalidRequest, PayloadTooLarge
+from caching.api.parsing import read_json_body
 from caching.api.views import JsonApiView
-from caching.core.canonical import InvalidJSON
 from caching.core.store import CacheUnavailable
 from caching.models import MODEL_NAME_PATTERN, ModelEndpoint, PurgeRecord, PurgeScope
 from caching.selectors import api_key_may_administer
-from caching.services import (
-    ModelNotFound,
-    PurgeRefused,
-    model_cache_purge,
-    model_instances_purge,
-)
+from caching.services import ModelNotFound, PurgeRefused, model_cache_purge, model_instances_purge
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 PURGE_FIELDS = frozenset({"version", "instances", "parameters"})
@@ -61,27 +55,29 @@ def requester(request: Request) -> str:
 def purge_request(document: Any) -> tuple[str | None, list[Any] | None, dict[str, Any] | None]:
     """``(version, instances, parameters)`` of a purge body: ``{}``, ``{"version"}`` or ``{"instances"}``."""
     if not isinstance(document, dict):
-        raise ApiError(400, "invalid_request", "the body must be a JSON object ({} purges the whole model)")
+        raise InvalidRequest("the body must be a JSON object ({} purges the whole model)")
     unknown = sorted(set(document) - PURGE_FIELDS)
     if unknown:
-        raise ApiError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)[:200]}")
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)[:200]}")
     version, instances, parameters = (document.get(field) for field in ("version", "instances", "parameters"))
     if "version" in document:
         if "instances" in document or "parameters" in document:
-            raise ApiError(400, "invalid_request", "purge a 'version' or 'instances', not both")
+            raise InvalidRequest("purge a 'version' or 'instances', not both")
         if not isinstance(version, str) or len(version) > PurgeRecord._meta.get_field("version").max_length:
-            raise ApiError(400, "invalid_request", "'version' must be a string of at most 300 characters")
+            raise InvalidRequest("'version' must be a string of at most 300 characters")
         return version, None, None
     if "instances" not in document:
         if "parameters" in document:
-            raise ApiError(400, "invalid_request", "'parameters' goes with 'instances'")
+            raise InvalidRequest("'parameters' goes with 'instances'")
         return None, None, None
     if not isinstance(instances, list) or not instances:
-        raise ApiError(400, "invalid_request", "'instances' must be a non-empty list")
+        raise InvalidRequest("'instances' must be a non-empty list")
     if len(instances) > settings.PREDCACHE_MAX_INSTANCES:
-        raise too_large(f"{len(instances)} instances sent, the limit is {settings.PREDCACHE_MAX_INSTANCES}")
+        raise PayloadTooLarge(
+            f"{len(instances)} instances sent, the limit is {settings.PREDCACHE_MAX_INSTANCES}"
+        )
     if parameters is not None and not isinstance(parameters, dict):
-        raise ApiError(400, "invalid_request", "'parameters' must be an object")
+        raise InvalidRequest("'parameters' must be an object")
     return None, instances, parameters
 
 
@@ -150,10 +146,6 @@ _PURGE_ERRORS = {
 }
 
 
-def _not_found(model: str) -> ApiError:
-    return ApiError(404, "model_not_found", f"no model is registered as {model[:128]!r}")
-
-
 class PurgeView(JsonApiView):
     """``POST /v1/admin/models/{model}:purge`` — purge a model, one version, or some instances."""
 
@@ -184,11 +176,11 @@ class PurgeView(JsonApiView):
     )
     def post(self, request: Request, model: str) -> Response:
         if not _MODEL_NAME.fullmatch(model):
-            raise _not_found(model)
+            raise ModelNotFound.named(model)
         version, instances, parameters = purge_request(read_json_body(request))
         endpoint = ModelEndpoint.objects.filter(name=model).first()
         if endpoint is None:
-            raise _not_found(model)
+            raise ModelNotFound.named(model)
         try:
             if instances is None:
                 outcome = model_cache_purge(
@@ -201,17 +193,11 @@ class PurgeView(JsonApiView):
                     parameters=parameters,
                     requested_by=requester(request),
                 )
-        except ModelNotFound:
-            raise _not_found(model) from None
-        except PurgeRefused as exc:
-            raise ApiError(409, "version_not_served", str(exc)) from None
-        except InvalidJSON as exc:
-            raise ApiError(400, "invalid_json", str(exc)) from None
-        except CacheUnavailable:
-            raise ApiError(503, "cache_unavailable", "Redis is unavailable; nothing was purged") from None
+        except CacheUnavailable:  # its own words name Redis's address: not for API clients
+            raise CacheUnavailable("Redis is unavailable; nothing was purged") from None
         record = outcome.record
         if record is None:  # a retired version: its entries are already never served
-            raise ApiError(409, "version_not_served", outcome.message)
+            raise PurgeRefused(outcome.message)
         return Response(
             {
                 "model": endpoint.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, cast
 
+from django.http import HttpRequest
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
@@ -14,8 +15,13 @@ from rest_framework_api_key.models import APIKey
 from caching.core.memo import NO_VALUE
 from caching.runtime import built_runtime, get_runtime
 
+BEARER_REFUSED = (
+    "predcache does not take Bearer tokens: send 'Authorization: Api-Key <key>' "
+    "or an 'X-Api-Key: <key>' header"
+)
 
-def presented_key(request: Request) -> str | None:
+
+def presented_key(request: HttpRequest | Request) -> str | None:
     """The key from ``Authorization: Api-Key <key>``, ``X-Api-Key`` or ``X-Goog-Api-Key``.
 
     ``X-Goog-Api-Key`` is what Google's client libraries send for ``client_options.api_key``,
@@ -57,25 +63,28 @@ def _verify(key: str) -> APIKey | None:
     return api_key
 
 
+def request_api_key(request: HttpRequest | Request) -> APIKey | None:
+    """The valid API key the request carries, None if it carries none; AuthenticationFailed if invalid."""
+    key = presented_key(request)
+    if key is None:
+        scheme = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
+        if scheme.lower() == "bearer":
+            # An OAuth token (a Google access token, say) is not a predcache key: say what is.
+            # Other schemes (Basic from a proxy in front of the admin) are left to the session.
+            raise AuthenticationFailed(BEARER_REFUSED)
+        return None
+    api_key = _verify(key)
+    if api_key is None:
+        raise AuthenticationFailed("the API key is not valid")
+    return api_key
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     """Authenticates requests that carry a valid, unrevoked, unexpired API key."""
 
     def authenticate(self, request: Request) -> tuple[Any, APIKey] | None:
-        key = presented_key(request)
-        if key is None:
-            scheme = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
-            if scheme.lower() == "bearer":
-                # An OAuth token (a Google access token, say) is not a predcache key: say what is.
-                # Other schemes (Basic from a proxy in front of the admin) are left to the session.
-                raise AuthenticationFailed(
-                    "predcache does not take Bearer tokens: send 'Authorization: Api-Key <key>' "
-                    "or an 'X-Api-Key: <key>' header"
-                )
-            return None
-        api_key = _verify(key)
-        if api_key is None:
-            raise AuthenticationFailed("the API key is not valid")
-        return (None, api_key)
+        api_key = request_api_key(request)
+        return None if api_key is None else (None, api_key)
 
     def authenticate_header(self, request: Request) -> str:
         return "Api-Key"

@@ -1,23 +1,75 @@
-"""The JSON error shape ``{"error": {"code", "message"}}`` for every failure a client can cause."""
+"""The JSON error shape ``{"error": {"code", "message"}}`` for every failure a client can cause.
+
+Errors users cause are :class:`~caching.core.errors.PredcacheError` subclasses; their status comes
+from the one table in :mod:`caching.core.errors`. DRF's own exceptions (a missing key, a method
+not allowed) keep the status DRF gives them. Anything else is a bug, answered as a 500 and logged.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from caching.core.canonical import InvalidJSON
+from caching.core.errors import STATUS, PredcacheError
+from caching.core.spec import NotCached
+from caching.core.store import CacheUnavailable
 
-class ApiError(exceptions.APIException):
-    """An error answered with a given status, machine-readable code and message."""
 
-    def __init__(self, status_code: int, code: str, message: str) -> None:
-        super().__init__(detail=message, code=code)
-        self.status_code = status_code
-        self.error_code = code
-        self.message = message
+class InvalidRequest(PredcacheError):
+    """A malformed body or header, wrong types, unknown fields."""
+
+    code = "invalid_request"
+
+
+class LengthRequired(PredcacheError):
+    """A chunked body: WSGI gives Django no way to read one."""
+
+    code = "length_required"
+
+
+class PayloadTooLarge(PredcacheError):
+    """A body, or a number of instances, over the limit."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(PredcacheError):
+    """A body that is not UTF-8 ``application/json``."""
+
+    code = "unsupported_media_type"
+
+
+class _CoreError(PredcacheError):
+    """One of the core's errors below, as the interfaces tell it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Errors users can cause whose classes in caching.core do not derive from PredcacheError (yet):
+# the code each answers with, and how its message is worded for the client.
+_CORE_ERRORS: dict[type[Exception], tuple[str, str]] = {
+    InvalidJSON: ("invalid_json", "{}"),
+    NotCached: ("not_cached", "only-if-cached: {}"),
+    CacheUnavailable: ("cache_unavailable", "{}"),
+}
+
+
+def user_error(exc: BaseException) -> PredcacheError | None:
+    """``exc`` as an error a user caused, or None when it is not one (a bug: it stays a 500)."""
+    if isinstance(exc, PredcacheError):
+        return exc
+    for kind, (code, wording) in _CORE_ERRORS.items():
+        if isinstance(exc, kind):
+            return _CoreError(code, wording.format(exc))
+    return None
 
 
 NO_KEY_MESSAGE = "no API key: send 'Authorization: Api-Key <key>' or an 'X-Api-Key: <key>' header"
@@ -35,40 +87,66 @@ def _flatten(detail: Any) -> str:
     return str(detail)
 
 
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF exception handler: every API exception becomes the JSON error shape."""
+def error_answer(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """``(status, body, headers)`` answering ``exc``, or None when no client caused it."""
     if isinstance(exc, Http404):
-        exc = ApiError(404, "not_found", "not found")
-    elif isinstance(exc, PermissionDenied):
+        return STATUS["not_found"], error_body("not_found", "not found"), {}
+    if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    error = user_error(exc)
+    if error is not None:
+        return error.status, error_body(error.code, error.message), {}
     if not isinstance(exc, exceptions.APIException):
-        return None  # a bug, not a client error: let it surface as a 500 and be logged
-    if isinstance(exc, ApiError):
-        code, message = exc.error_code, exc.message
-    elif isinstance(exc, exceptions.NotAuthenticated):  # DRF's words do not say what to send
+        return None
+    if isinstance(exc, exceptions.NotAuthenticated):  # DRF's words do not say what to send
         code, message = "not_authenticated", NO_KEY_MESSAGE
     else:
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "invalid_request"
         message = _flatten(exc.detail)
     headers: dict[str, str] = {}
-    auth_header = getattr(exc, "auth_header", None)  # set by APIView for 401 answers
+    auth_header = getattr(exc, "auth_header", None)  # set for 401 answers
     if auth_header:
         headers["WWW-Authenticate"] = auth_header
     wait = getattr(exc, "wait", None)
     if wait:
         headers["Retry-After"] = str(int(wait))
-    return Response(error_body(code, message), status=exc.status_code, headers=headers)
+    return exc.status_code, error_body(code, message), headers
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF exception handler: every error a client causes becomes the JSON error shape."""
+    answer = error_answer(exc)
+    if answer is None:
+        return None  # a bug, not a client error: let it surface as a 500 and be logged
+    status, body, headers = answer
+    return Response(body, status=status, headers=headers)
+
+
+_RENDERER = JSONRenderer()
+
+
+def error_response(exc: Exception) -> HttpResponse | None:
+    """The answer to ``exc`` outside DRF, byte for byte what :func:`api_exception_handler` renders."""
+    answer = error_answer(exc)
+    if answer is None:
+        return None
+    status, body, headers = answer
+    return HttpResponse(
+        _RENDERER.render(body), status=status, content_type=_RENDERER.media_type, headers=headers
+    )
 
 
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """handler404: JSON for API clients as well as browsers."""
-    return JsonResponse(error_body("not_found", f"no route for {request.path[:200]}"), status=404)
+    return JsonResponse(
+        error_body("not_found", f"no route for {request.path[:200]}"), status=STATUS["not_found"]
+    )
 
 
 def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """handler400 (e.g. a disallowed Host header)."""
-    return JsonResponse(error_body("bad_request", "bad request"), status=400)
+    return JsonResponse(error_body("bad_request", "bad request"), status=STATUS["bad_request"])
 
 
 def json_server_error(request: HttpRequest) -> JsonResponse:

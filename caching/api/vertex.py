@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 
 from caching.api import schema
-from caching.api.errors import ApiError
+from caching.api.lean import lean_route
 from caching.api.parsing import predict_payload, read_json_body
-from caching.api.views import JsonApiView, cache_directives, prediction_response, serve
+from caching.api.views import JsonApiView, cache_directives, prediction_response
 from caching.backends.vertex import TARGET_PATTERN
 from caching.selectors import served_vertex_model_get, vertex_endpoint_deployments
-from caching.services import vertex_prediction_serve
+from caching.services import ModelNotFound, vertex_prediction_serve
 
 # One path parameter per segment, as OpenAPI path parameters hold no "/". The segments are
 # loose here and checked against TARGET_PATTERN in the view, so a bad one is a JSON 404 that
@@ -49,20 +49,16 @@ _PATH_PARAMETERS = [
 ]
 
 
-def _not_found(endpoint: str) -> ApiError:
-    return ApiError(404, "model_not_found", f"no vertex model is registered for {endpoint[:300]!r}")
-
-
 def _resource_name(project: str, location: str, endpoint: str) -> str:
     """``projects/P/locations/L/endpoints/E``, or a 404 if that is not a Vertex endpoint's name."""
     name = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
     if not TARGET_PATTERN.fullmatch(name):
-        raise _not_found(name)
+        raise ModelNotFound.for_endpoint(name)
     return name
 
 
 class VertexPredictView(JsonApiView):
-    """``POST /v1/projects/P/locations/L/endpoints/E:predict`` with Vertex AI's request and response."""
+    """The OpenAPI description of :func:`vertex_predict`, which serves the route (DRF never dispatches it)."""
 
     @extend_schema(
         operation_id="vertex_predict",
@@ -78,22 +74,24 @@ class VertexPredictView(JsonApiView):
         },
     )
     def post(self, request: Request, project: str, location: str, endpoint: str) -> HttpResponse:
-        name = _resource_name(project, location, endpoint)
-        instances, parameters = predict_payload(read_json_body(request))
-        directives = cache_directives(request)
-        _, result = serve(
-            lambda: vertex_prediction_serve(
-                endpoint=name, instances=instances, parameters=parameters, directives=directives
-            ),
-            not_found=lambda: _not_found(name),
-        )
-        # Protobuf JSON leaves out unset fields rather than sending null.
-        body: dict[str, Any] = {"predictions": result.predictions}
-        if result.deployed_model_id is not None:
-            body["deployedModelId"] = result.deployed_model_id
-        if result.model_version_id is not None:
-            body["modelVersionId"] = result.model_version_id
-        return prediction_response(body, result)
+        return vertex_predict(request._request, project=project, location=location, endpoint=endpoint)
+
+
+@lean_route(VertexPredictView)
+def vertex_predict(request: HttpRequest, project: str, location: str, endpoint: str) -> HttpResponse:
+    """``POST /v1/projects/P/locations/L/endpoints/E:predict`` with Vertex AI's request and response."""
+    name = _resource_name(project, location, endpoint)
+    instances, parameters = predict_payload(read_json_body(request))
+    _, result = vertex_prediction_serve(
+        endpoint=name, instances=instances, parameters=parameters, directives=cache_directives(request)
+    )
+    # Protobuf JSON leaves out unset fields rather than sending null.
+    body: dict[str, Any] = {"predictions": result.predictions}
+    if result.deployed_model_id is not None:
+        body["deployedModelId"] = result.deployed_model_id
+    if result.model_version_id is not None:
+        body["modelVersionId"] = result.model_version_id
+    return prediction_response(body, result)
 
 
 class VertexEndpointView(JsonApiView):
@@ -114,7 +112,7 @@ class VertexEndpointView(JsonApiView):
         name = _resource_name(project, location, endpoint)
         served = served_vertex_model_get(endpoint=name)
         if served is None:
-            raise _not_found(name)
+            raise ModelNotFound.for_endpoint(name)
         deployed = vertex_endpoint_deployments(model_id=served.model_id)
         return JsonResponse(
             {

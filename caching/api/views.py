@@ -1,13 +1,12 @@
-"""The predict route: validate, call one service, render."""
+"""The predict route: validate, call one service, render. Served lean (:mod:`caching.api.lean`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import orjson
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
@@ -15,13 +14,10 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from caching.api import schema
-from caching.api.errors import ApiError
+from caching.api.lean import lean_route
 from caching.api.parsing import predict_payload, read_json_body
-from caching.backends.base import BackendError
-from caching.core.canonical import InvalidJSON
-from caching.core.spec import NO_DIRECTIVES, Directives, NotCached, Prediction
+from caching.core.spec import NO_DIRECTIVES, Directives, Prediction
 from caching.models import MODEL_NAME_PATTERN
-from caching.selectors import ServedModel
 from caching.services import ModelNotFound, prediction_serve
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
@@ -37,10 +33,6 @@ _CACHE_STATUS = {
     ("STALE", False): "predcache; hit; detail=stale",
     ("STALE", True): "predcache; hit; detail=stale",
 }
-
-
-def _not_found(model: str) -> ApiError:
-    return ApiError(404, "model_not_found", f"no model is registered as {model[:128]!r}")
 
 
 class JsonOnlyNegotiation(BaseContentNegotiation):
@@ -67,7 +59,7 @@ class JsonApiView(APIView):
 
 
 class PredictView(JsonApiView):
-    """``POST /v1/models/{model}:predict`` — predictions, served from the cache where possible."""
+    """The OpenAPI description of :func:`predict`, which serves the route (DRF never dispatches it)."""
 
     @extend_schema(
         operation_id="predict",
@@ -83,54 +75,41 @@ class PredictView(JsonApiView):
         },
     )
     def post(self, request: Request, model: str) -> HttpResponse:
-        if not _MODEL_NAME.fullmatch(model):
-            raise _not_found(model)
-        instances, parameters = predict_payload(read_json_body(request))
-        directives = cache_directives(request)
-        served, result = serve(
-            lambda: prediction_serve(
-                model_name=model, instances=instances, parameters=parameters, directives=directives
-            ),
-            not_found=lambda: _not_found(model),
-        )
-        body = {
-            "predictions": result.predictions,
-            "model": served.name,
-            "modelVersionId": result.model_version_id,
-            "deployedModelId": result.deployed_model_id,
-        }
-        return prediction_response(body, result)
+        return predict(request._request, model=model)
 
 
-def serve(
-    call: Callable[[], tuple[ServedModel, Prediction]], *, not_found: Callable[[], ApiError]
-) -> tuple[ServedModel, Prediction]:
-    """Run a prediction service, turning what it raises into API errors."""
-    try:
-        return call()
-    except ModelNotFound:
-        raise not_found() from None
-    except NotCached as exc:
-        raise ApiError(504, "not_cached", f"only-if-cached: {exc}") from None
-    except InvalidJSON as exc:
-        raise ApiError(400, "invalid_json", str(exc)) from None
-    except BackendError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+@lean_route(PredictView)
+def predict(request: HttpRequest, model: str) -> HttpResponse:
+    """``POST /v1/models/{model}:predict`` — predictions, served from the cache where possible."""
+    if not _MODEL_NAME.fullmatch(model):
+        raise ModelNotFound.named(model)
+    instances, parameters = predict_payload(read_json_body(request))
+    served, result = prediction_serve(
+        model_name=model, instances=instances, parameters=parameters, directives=cache_directives(request)
+    )
+    body = {
+        "predictions": result.predictions,
+        "model": served.name,
+        "modelVersionId": result.model_version_id,
+        "deployedModelId": result.deployed_model_id,
+    }
+    return prediction_response(body, result)
 
 
 def prediction_response(body: dict[str, Any], result: Prediction) -> HttpResponse:
     """Render predictions with orjson (DRF's renderer is slower) and the cache headers."""
-    response = HttpResponse(orjson.dumps(body), content_type="application/json")
-    response["X-Cache"] = result.cache_status
-    response["X-Cache-Hits"] = str(result.hits)
-    response["X-Cache-Misses"] = str(result.misses)
-    response["Cache-Status"] = _CACHE_STATUS[result.cache_status, result.stored]
+    headers = {
+        "X-Cache": result.cache_status,
+        "X-Cache-Hits": str(result.hits),
+        "X-Cache-Misses": str(result.misses),
+        "Cache-Status": _CACHE_STATUS[result.cache_status, result.stored],
+    }
     if result.age is not None:
-        response["Age"] = str(result.age)
-    return response
+        headers["Age"] = str(result.age)
+    return HttpResponse(orjson.dumps(body), content_type="application/json", headers=headers)
 
 
-def cache_directives(request: Request) -> Directives:
+def cache_directives(request: HttpRequest) -> Directives:
     """The request's ``Cache-Control`` directives we act on; unknown ones are ignored (RFC 9111)."""
     header = request.META.get("HTTP_CACHE_CONTROL")
     if not header:
