@@ -98,3 +98,16 @@ def test_cli_reports_redis_down_as_an_error_not_a_traceback(http_model, own_redi
     for command in (("purge", "echo"), ("stats", "echo")):
         with pytest.raises(CommandError, match="Redis is unavailable"):
             call_command("predcache", *command)
+
+
+def test_the_cli_exits_75_while_redis_is_down_and_1_for_a_mistake(http_model, own_redis):
+    """A script can retry on EX_TEMPFAIL (sysexits.h) and stop on anything else."""
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="no model is registered as 'nope'") as mistake:
+        call_command("predcache", "purge", "nope")
+    assert mistake.value.returncode == 1
+    own_redis.stop()
+    with pytest.raises(CommandError, match="Redis is unavailable") as outage:
+        call_command("predcache", "purge", "echo")
+    assert outage.value.returncode == 75
