@@ -1,6 +1,6 @@
 """Admin of warming: warm sets uploaded as JSONL or CSV, a "Warm now" action, and the runs to watch.
 
-Registered by :mod:`caching.admin` (imported at its end, after the helpers used here).
+Registered when :mod:`caching.admin` imports it (for the model page's recent warm runs).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from caching.admin import compact_time, counted
+from caching.admin_display import compact_time, counted
 from caching.core.store import CacheUnavailable
 from caching.models import ModelEndpoint, WarmRun, WarmSet
 from caching.selectors import warm_runs_recent
