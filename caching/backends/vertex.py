@@ -99,8 +99,8 @@ class VertexBackend:
         """Predict in as few calls as the payload limit allows, all within the model's timeout."""
         from google.protobuf import json_format, struct_pb2
 
+        client = self._client()  # the SDK's first import takes a second: not the model's time
         deadline = time.monotonic() + self.timeout_seconds
-        client = self._client()
         values = [json_format.ParseDict(instance, struct_pb2.Value()) for instance in instances]
         extra: dict[str, Any] = {}
         envelope = _ENVELOPE_BYTES
