@@ -15,10 +15,7 @@ from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from caching.core.canonical import InvalidJSON
 from caching.core.errors import STATUS, PredcacheError
-from caching.core.spec import NotCached
-from caching.core.store import CacheUnavailable
 
 
 class InvalidRequest(PredcacheError):
@@ -45,33 +42,6 @@ class UnsupportedMediaType(PredcacheError):
     code = "unsupported_media_type"
 
 
-class _CoreError(PredcacheError):
-    """One of the core's errors below, as the interfaces tell it."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# Errors users can cause whose classes in caching.core do not derive from PredcacheError (yet):
-# the code each answers with, and how its message is worded for the client.
-_CORE_ERRORS: dict[type[Exception], tuple[str, str]] = {
-    InvalidJSON: ("invalid_json", "{}"),
-    NotCached: ("not_cached", "only-if-cached: {}"),
-    CacheUnavailable: ("cache_unavailable", "{}"),
-}
-
-
-def user_error(exc: BaseException) -> PredcacheError | None:
-    """``exc`` as an error a user caused, or None when it is not one (a bug: it stays a 500)."""
-    if isinstance(exc, PredcacheError):
-        return exc
-    for kind, (code, wording) in _CORE_ERRORS.items():
-        if isinstance(exc, kind):
-            return _CoreError(code, wording.format(exc))
-    return None
-
-
 NO_KEY_MESSAGE = "no API key: send 'Authorization: Api-Key <key>' or an 'X-Api-Key: <key>' header"
 
 
@@ -93,9 +63,8 @@ def error_answer(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]] |
         return STATUS["not_found"], error_body("not_found", "not found"), {}
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
-    error = user_error(exc)
-    if error is not None:
-        return error.status, error_body(error.code, error.message), {}
+    if isinstance(exc, PredcacheError):
+        return exc.status, error_body(exc.code, exc.message), {}
     if not isinstance(exc, exceptions.APIException):
         return None
     if isinstance(exc, exceptions.NotAuthenticated):  # DRF's words do not say what to send

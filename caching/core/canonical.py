@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from caching.core.errors import PredcacheError
+
 # Doubles represent every integer up to 2**53 exactly; past it an integer and a
 # double are the same number only when the double holds the integer exactly.
 _EXACT_INT_LIMIT = 2**53
@@ -19,8 +21,10 @@ INTEGER_MIN, INTEGER_MAX = -(2**63), 2**64 - 1  # the integers kept exact, inclu
 _LONG_DIGIT_RUN = re.compile(rb"\d{19}")
 
 
-class InvalidJSON(ValueError):
+class InvalidJSON(PredcacheError, ValueError):
     """A client-supplied JSON document that predcache refuses to cache or forward."""
+
+    code = "invalid_json"
 
 
 def parse_json(body: bytes) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 from caching.core.canonical import KeyRules
 from caching.core.codec import CachedPrediction
+from caching.core.errors import PredcacheError
 from caching.core.keys import version_tag
 
 HIT, MISS, PARTIAL, STALE, BYPASS = "HIT", "MISS", "PARTIAL", "STALE", "BYPASS"
@@ -93,8 +94,14 @@ class Directives:
 NO_DIRECTIVES = Directives()
 
 
-class NotCached(Exception):
+class NotCached(PredcacheError):
     """``only-if-cached`` and some instance has no usable entry."""
+
+    code = "not_cached"
+
+    @property
+    def message(self) -> str:
+        return f"only-if-cached: {self}"
 
 
 @dataclass(frozen=True, slots=True)

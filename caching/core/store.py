@@ -17,6 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from caching.core.errors import PredcacheError
 from caching.core.sentinels import NoValue
 
 # Every error redis-py raises: refused or dropped connections, timeouts, and error replies
@@ -25,8 +26,10 @@ from caching.core.sentinels import NoValue
 REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.RedisError,)
 
 
-class CacheUnavailable(Exception):
+class CacheUnavailable(PredcacheError):
     """The store could not serve the command: Redis unreachable, too slow, or answering with an error."""
+
+    code = "cache_unavailable"
 
 
 def redis_client(

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from caching.core.errors import PredcacheError
 from caching.core.store import CacheUnavailable
 from caching.models import ModelEndpoint, WarmRun, WarmRunStatus, WarmSet
 from caching.services.jobs import background_task_send, model_job_lock
@@ -34,16 +35,20 @@ from caching.services.warm_runs import (
 logger = logging.getLogger(__name__)
 
 
-class WarmBusy(Exception):
+class WarmBusy(PredcacheError):
     """Another warm of the model holds its lock: this run waits (queued), nothing was done."""
+
+    code = "warm_busy"
 
     def __init__(self, run: WarmRun) -> None:
         super().__init__(f"another warm of {run.model.name} is running")
         self.run = run
 
 
-class WarmNotQueued(Exception):
+class WarmNotQueued(PredcacheError):
     """The broker did not take the warm's task; its run is marked failed."""
+
+    code = "warm_not_queued"
 
 
 # Instances queued with `warm --async` travel inside the task's message: brokers refuse large

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from tqdm import tqdm
 
+from caching.core.errors import exit_status
 from caching.management import reports
 from caching.management.cli.common import (
     WARM_FILE_HELP,
@@ -27,7 +28,6 @@ from caching.selectors import warm_sets_list
 from caching.services.warm_sets import warm_set_upsert
 from caching.services.warming import (
     WarmBusy,
-    WarmNotQueued,
     warm_instances_enqueue,
     warm_run_create,
     warm_run_execute,
@@ -100,7 +100,8 @@ def warm_model(command: BaseCommand, options: dict[str, Any]) -> None:
             run = warm_run_execute(run=run, instances=instances, parameters=parameters, on_progress=progress)
         except WarmBusy as exc:
             raise CommandError(
-                f"{exc}: try again when it ends (its progress is on the model's admin page)"
+                f"{exc}: try again when it ends (its progress is on the model's admin page)",
+                returncode=exit_status(exc.code),
             ) from exc
     seconds = time.monotonic() - started
     summary = (
@@ -126,16 +127,13 @@ def _warm_queued(
             "--async needs a Celery worker, and PREDCACHE_BACKGROUND_IN_WORKERS is off: "
             "warm in the foreground"
         )
-    try:
-        run = warm_instances_enqueue(
-            model=model,
-            instances=instances,
-            parameters=parameters,
-            requested_by="cli",
-            source=f"file {path.name}",
-        )
-    except WarmNotQueued as exc:
-        raise CommandError(str(exc)) from exc
+    run = warm_instances_enqueue(  # WarmNotQueued: the command says so, exiting EX_TEMPFAIL
+        model=model,
+        instances=instances,
+        parameters=parameters,
+        requested_by="cli",
+        source=f"file {path.name}",
+    )
     # The task id alone on stdout, last, for scripts; what it is on stderr.
     command.stderr.write(
         f"queued warm run {run.pk} of {model.name} ({run.total} instances); "

@@ -11,7 +11,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from caching.api.errors import user_error
 from caching.core.errors import PredcacheError, exit_status
 from caching.management.cli import keys, models, purges, schedules, stats, warming
 
@@ -37,8 +36,5 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             options["handler"](self, options)
-        except Exception as exc:
-            error = user_error(exc)
-            if error is None:
-                raise  # a bug, not an operator's doing: the traceback says where
-            raise CommandError(operator_message(error), returncode=exit_status(error.code)) from exc
+        except PredcacheError as error:  # anything else is a bug: its traceback says where
+            raise CommandError(operator_message(error), returncode=exit_status(error.code)) from error
