@@ -96,6 +96,14 @@ if database_password := env.str("DATABASE_PASSWORD", default=""):
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(exist_ok=True)
+    # The web server, the worker and beat share the file: with WAL, readers and a writer do not
+    # block each other (without it, a transaction that read and then writes fails at once while
+    # another process commits), and writers wait up to 20 s for each other.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
     # A file, not memory, so that server processes started by the tests see the test database;
     # one per test run, so two runs on one checkout do not share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-predcache-{os.getpid()}.sqlite3")}
