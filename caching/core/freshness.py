@@ -49,21 +49,23 @@ class ServedState:
 def identity(
     *,
     generation: object,
-    model_version_id: object,
-    deployed_model_id: object,
+    model_version_id: str | None,
+    deployed_model_id: str | None,
     pin: str,
     state: ServedState,
 ) -> Verdict | None:
     """PURGED or OTHER_VERSION for an entry the cache no longer serves whatever its age; else None."""
     if generation != state.generation:
         return Verdict.PURGED
-    version_id = model_version_id if isinstance(model_version_id, str) else None
-    deployed_id = deployed_model_id if isinstance(deployed_model_id, str) else None
     if not pin:
-        return (
-            None if version_tag(version_id, deployed_id) == state.current_version else Verdict.OTHER_VERSION
-        )
-    return None if pin_admits(pin, version_id, deployed_id) else Verdict.OTHER_VERSION
+        if version_tag(model_version_id, deployed_model_id) == state.current_version:
+            return None
+        return Verdict.OTHER_VERSION
+    return None if pin_admits(pin, model_version_id, deployed_model_id) else Verdict.OTHER_VERSION
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def header_servable(header: Mapping[str, Any], *, pin: str, state: ServedState) -> bool:
@@ -71,8 +73,8 @@ def header_servable(header: Mapping[str, Any], *, pin: str, state: ServedState) 
     return (
         identity(
             generation=header.get("g"),
-            model_version_id=header.get("v"),
-            deployed_model_id=header.get("d"),
+            model_version_id=_text(header.get("v")),
+            deployed_model_id=_text(header.get("d")),
             pin=pin,
             state=state,
         )
@@ -91,14 +93,11 @@ def needs_lock(
     """
     if header is None or header.get("g") != state.generation:
         return True
-    if follow_versions:
-        version_id, deployed_id = header.get("v"), header.get("d")
-        tag = version_tag(
-            version_id if isinstance(version_id, str) else None,
-            deployed_id if isinstance(deployed_id, str) else None,
-        )
-        if tag != state.current_version:
-            return True
+    if (
+        follow_versions
+        and version_tag(_text(header.get("v")), _text(header.get("d"))) != state.current_version
+    ):
+        return True
     fresh_until = header.get("x")
     return isinstance(fresh_until, int | float) and fresh_until <= now
 
@@ -121,16 +120,17 @@ def classify(
     )
     if unserved is not None:
         return unserved
-    age = entry.age(now)
+    age = now - entry.created_at
     if spec.max_age is not None and age > spec.max_age:
         return Verdict.TOO_OLD  # the model's invalidation rule: never served past this age
     if directives.no_cache or (directives.max_age is not None and age > directives.max_age):
         return Verdict.TOO_OLD  # the client asked for a newer answer
-    if not directives.fresh_enough(entry, now, spec.max_age):
+    if directives.min_fresh is not None and not directives.fresh_enough(entry, now, spec.max_age):
         return Verdict.NOT_FRESH_ENOUGH  # it expires too soon (or has): computed again now
-    if entry.is_fresh(now):
+    fresh_until = entry.fresh_until
+    if fresh_until is None or now < fresh_until:
         return Verdict.FRESH
-    overdue = now - (entry.fresh_until or now)
+    overdue = now - fresh_until
     if overdue <= spec.stale_while_revalidate:
         return Verdict.REVALIDATE
     if overdue <= spec.stale_if_error:
@@ -175,11 +175,14 @@ def sort_entries(
     missing: list[str] = []
     undecodable: list[str] = []
     for digest, raw in zip(digests, raw_values, strict=True):
-        entry = decoded(raw)
-        if isinstance(entry, Verdict):
+        if isinstance(raw, NoValue):
             missing.append(digest)
-            if entry is Verdict.UNDECODABLE:
-                undecodable.append(digest)
+            continue
+        try:
+            entry = decode(raw)
+        except CodecError:
+            missing.append(digest)
+            undecodable.append(digest)
             continue
         verdict = classify(entry, spec=spec, state=state, now=now, directives=directives)
         if verdict is Verdict.FRESH:
