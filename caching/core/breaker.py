@@ -55,6 +55,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether the caller may make the guarded call now: always when closed, else one probe per period."""
+        if self._state == CLOSED:  # read without the lock: the request path's case, kept cheap
+            return True
         with self._lock:
             if self._state == CLOSED:
                 return True
@@ -69,6 +71,8 @@ class CircuitBreaker:
 
     def success(self) -> None:
         """Record a successful call: close the breaker and reset the failure count."""
+        if self._state == CLOSED and not self._failures:  # nothing to change (read without the lock)
+            return
         with self._lock:
             if self._state != CLOSED:
                 logger.info("circuit breaker %s closed", self.name)

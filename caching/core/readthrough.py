@@ -21,6 +21,7 @@ from caching.backends.base import Backend
 from caching.core.backend_calls import BackendCaller
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.canonical import canonical_bytes
+from caching.core.codec import CachedPrediction
 from caching.core.computing import Answers, Computer, Request, VersionListener
 from caching.core.fresh_hints import FreshHints
 from caching.core.freshness import ServedState, sort_entries
@@ -128,12 +129,14 @@ class ReadThroughCache:
             if directives.only_if_cached:
                 raise NotCached("the cache is not used for this request")
             return self._pass_through(spec, backend, instances, parameters)
-        first_index: dict[str, int] = {}
-        for index, digest in enumerate(digests):
-            first_index.setdefault(digest, index)
+        first_index = {digest: index for index, digest in enumerate(digests)}
+        if len(first_index) < len(digests):  # repeated instances: each keeps its first position
+            first_index = {}
+            for index, digest in enumerate(digests):
+                first_index.setdefault(digest, index)
         distinct = list(first_index)
-        now, token = self.clock(), secrets.token_hex(8)
-        locks = self._locks_to_take(spec, directives, distinct, token, now)
+        now = self.clock()
+        locks = self._locks_to_take(spec, directives, distinct, now)
         lookup = self._guard(
             lambda: self.store.lookup(spec.namespace, spec.model_version, distinct, locks=locks)
         )
@@ -141,16 +144,6 @@ class ReadThroughCache:
             if directives.only_if_cached:
                 raise NotCached("the cache is unavailable")
             return self._pass_through(spec, backend, instances, parameters)
-        request = Request(
-            spec,
-            backend,
-            instances,
-            parameters,
-            first_index,
-            lookup,
-            token,
-            version_listener=version_listener,
-        )
         entries = sort_entries(
             distinct,
             lookup.raw_values,
@@ -170,14 +163,28 @@ class ReadThroughCache:
         if self.hot is not None and entries.fresh and client_request:
             # Only fresh hits: entries the cache serves as they are, the ones worth keeping fresh.
             sampled = self.hot.offer(spec.namespace, entries.fresh, first_index, instances, parameters)
-        answers = Answers(dict(entries.fresh), dict(entries.revalidate), dict(entries.fallback))
+        if not (entries.missing or entries.revalidate or lookup.locked):
+            return self._hit(
+                spec, entries.fresh, digests, now, client_request=client_request, sampled=sampled
+            )
         if entries.missing and directives.only_if_cached:
             raise NotCached(f"{len(entries.missing)} of {len(distinct)} distinct instances are not cached")
+        request = Request(
+            spec,
+            backend,
+            instances,
+            parameters,
+            first_index,
+            lookup,
+            locks.token if locks is not None else secrets.token_hex(8),
+            version_listener=version_listener,
+        )
+        answers = Answers(dict(entries.fresh), dict(entries.revalidate), dict(entries.fallback))
         unused = set(lookup.locked).difference(entries.missing, entries.revalidate)
         if entries.missing:
             self._computer.fill(request, answers, list(entries.missing), unused)
         elif unused:  # locks the lookup took for entries found servable after all
-            self._guard(lambda: self.store.release(spec.namespace, list(unused), token))
+            self._guard(lambda: self.store.release(spec.namespace, list(unused), request.token))
         if answers.stale:
             self._revalidate_later(request, answers)
         return self._answer(request, answers, digests, client_request=client_request, sampled=sampled)
@@ -189,15 +196,17 @@ class ReadThroughCache:
         context = request_context(
             model_identity=spec.model_identity,
             model_version=spec.model_version,
-            canonical_parameters=canonical_bytes(parameters, max_depth=self.max_depth),
+            canonical_parameters=(
+                b"null" if parameters is None else canonical_bytes(parameters, max_depth=self.max_depth)
+            ),
         )
         rules, depth = spec.key_rules, self.max_depth
         return instance_digests(
-            context, (canonical_bytes(i, max_depth=depth, rules=rules) for i in instances)
+            context, [canonical_bytes(i, max_depth=depth, rules=rules) for i in instances]
         )
 
     def _locks_to_take(
-        self, spec: CacheSpec, directives: Directives, distinct: list[str], token: str, now: float
+        self, spec: CacheSpec, directives: Directives, distinct: list[str], now: float
     ) -> LockRequest | None:
         """None (a plain read) when every entry was last seen fresh, else the locks the lookup takes."""
         if directives.only_if_cached:
@@ -205,7 +214,7 @@ class ReadThroughCache:
         if not directives.no_cache and self.hints.all_fresh(distinct, now + (directives.min_fresh or 0)):
             return None
         return LockRequest(
-            token,
+            secrets.token_hex(8),
             spec.backend_timeout + 5,
             now + (directives.min_fresh or 0),
             spec.follows_versions,
@@ -234,6 +243,42 @@ class ReadThroughCache:
             # Refreshes are backed up (the model is slow): let the stale entries be, for now.
             self._guard(lambda: self.store.release(spec.namespace, mine, token))
 
+    def _hit(
+        self,
+        spec: CacheSpec,
+        fresh: dict[str, CachedPrediction],
+        digests: list[str],
+        now: float,
+        *,
+        client_request: bool,
+        sampled: int,
+    ) -> Prediction:
+        """The answer when every instance was found fresh: most requests, kept short."""
+        count = len(digests)
+        if client_request:
+            self.stats.record_request(spec.namespace, hits=count, misses=0, hot_samples=sampled)
+        if len(fresh) == 1:  # one instance, or one repeated: no list of entries to go through
+            (entry,) = fresh.values()
+            return Prediction(
+                [entry.prediction] * count,
+                HIT,
+                count,
+                0,
+                entry.model_version_id,
+                entry.deployed_model_id,
+                age=int(max(0.0, now - entry.created_at)),
+            )
+        served = [fresh[digest] for digest in digests]
+        return Prediction(
+            [entry.prediction for entry in served],
+            HIT,
+            count,
+            0,
+            common([entry.model_version_id for entry in served]),
+            common([entry.deployed_model_id for entry in served]),
+            age=int(max(0.0, now - min(entry.created_at for entry in fresh.values()))),
+        )
+
     def _answer(
         self, request: Request, answers: Answers, digests: list[str], *, client_request: bool, sampled: int
     ) -> Prediction:
@@ -243,7 +288,7 @@ class ReadThroughCache:
         misses = sum(1 for digest in digests if digest in computed)
         hits = len(digests) - misses
         if client_request:
-            self.stats.record(spec.namespace, requests=1, hits=hits, misses=misses, hot_samples=sampled)
+            self.stats.record_request(spec.namespace, hits=hits, misses=misses, hot_samples=sampled)
         served = [answers.entry(digest) for digest in digests]
         now = self.clock()
         from_cache = [answers.entry(d) for d in request.first_index if d not in computed]

@@ -63,6 +63,16 @@ class StatsRecorder:
         with self._lock:
             self._pending[namespace].update(counts)
 
+    def record_request(self, namespace: str, *, hits: int, misses: int, hot_samples: int) -> None:
+        """One client request: :meth:`record` for the request path, without its keyword dict."""
+        with self._lock:
+            counts = self._pending[namespace]
+            counts["requests"] += 1
+            counts["hits"] += hits
+            counts["misses"] += misses
+            if hot_samples:
+                counts["hot_samples"] += hot_samples
+
     def pending(self, namespace: str) -> dict[str, int]:
         """Counts recorded in this process and not yet flushed to Redis."""
         with self._lock:
