@@ -135,6 +135,7 @@ class Runtime:
         self.stats.flush(self.client, self.keyspace)
         self.background.shutdown()
         self.cache.shutdown()
+        self.store.close()
         self.client.close()
         self.http_pool.clear()
 

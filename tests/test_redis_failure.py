@@ -52,6 +52,7 @@ def test_a_hit_is_exactly_one_redis_round_trip(api, backend, http_model, own_red
 
     document = {"instances": [[1], [2], [3]], "parameters": {"p": 1}}
     api.predict("echo", document)
+    api.predict("echo", document)  # this thread opens its connection for hits (HELLO, CLIENT) once
     observer = redis.Redis.from_url(own_redis.url)
 
     def commands() -> dict[str, int]:

@@ -258,6 +258,9 @@ class MemoryPredictionStore:
         with self._lock:
             return sum(self._keys.delete(key) for key in dead)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def entry_headers(self, namespace: str, digests: Sequence[str]) -> list[dict[str, Any] | None]:
         with self._lock:
             values = [self._keys.get(self.keyspace.entry(namespace, d)) for d in digests]

@@ -22,6 +22,7 @@ from caching.core.store import (
     WaitingState,
     new_generation_token,
 )
+from caching.core.thread_connections import ThreadConnections
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +38,23 @@ class RedisPredictionStore(RedisUpkeep):
         super().__init__(client, keyspace)
         self._save_script = client.register_script(SAVE_SCRIPT)
         self._lookup_script = client.register_script(LOOKUP_LOCKING_SCRIPT)
+        self._lookup_keys: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._reads = ThreadConnections(client)  # a hit's MGET, without the client's pool
+
+    def close(self) -> None:
+        """Disconnect the store's own connections (the client's pool is the client's to close)."""
+        self._reads.close()
 
     def lookup(
         self, namespace: str, model_version: str, digests: Sequence[str], *, locks: LockRequest | None = None
     ) -> Lookup:
         """Both generations, the followed version and every entry: one MGET, or with ``locks`` one script."""
-        keys = [
-            self.keyspace.generation(namespace),
-            self.keyspace.version_generation(namespace, model_version),
-            self.keyspace.followed_version(namespace),
-            *(self.keyspace.entry(namespace, d) for d in digests),
-        ]
+        entry = self.keyspace.entry
+        keys = [*self._model_keys(namespace, model_version), *[entry(namespace, d) for d in digests]]
         try:
             # The client is built without decode_responses: every value is bytes or None.
             if locks is None:
-                values = cast(list[Any], self.client.mget(keys))
+                values = cast(list[Any], self._reads.execute("MGET", *keys))
             else:
                 lock_keys = [self.keyspace.lock(namespace, d) for d in digests]
                 values = cast(
@@ -66,31 +69,39 @@ class RedisPredictionStore(RedisUpkeep):
             return self.lookup(namespace, model_version, digests)
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
-        tokens: list[str] = []
-        new_keys: list[tuple[str, str]] = []
-        for key, value in zip(keys[:2], values, strict=False):
-            if value is None:
-                token = new_generation_token()
-                new_keys.append((key, token))
-            else:
-                token = value.decode()
-            tokens.append(token)
-        version = values[2]
+        model_generation, version_generation, version = values[0], values[1], values[2]
+        new_keys: tuple[tuple[str, str], ...] = ()
+        if model_generation is not None and version_generation is not None:
+            generation = f"{model_generation.decode()}.{version_generation.decode()}"
+        else:
+            generation, new_keys = _generation_of(keys, model_generation, version_generation)
         count = len(digests)
-        locked: frozenset[str] = frozenset()
-        held: frozenset[str] = frozenset()
-        if locks is not None:
-            states = values[3 + count :]
-            locked = frozenset(d for d, state in zip(digests, states, strict=True) if state == 1)
-            held = frozenset(d for d, state in zip(digests, states, strict=True) if state == 0)
+        entries = [NO_VALUE if value is None else value for value in values[3 : 3 + count]]
+        current_version = "" if version is None else version.decode()
+        if locks is None:
+            return Lookup(generation, new_keys, entries, current_version)
+        states = values[3 + count :]
         return Lookup(
-            ".".join(tokens),
-            tuple(new_keys),
-            [NO_VALUE if value is None else value for value in values[3 : 3 + count]],
-            "" if version is None else version.decode(),
-            locked,
-            held,
+            generation,
+            new_keys,
+            entries,
+            current_version,
+            frozenset(d for d, state in zip(digests, states, strict=True) if state == 1),
+            frozenset(d for d, state in zip(digests, states, strict=True) if state == 0),
         )
+
+    def _model_keys(self, namespace: str, model_version: str) -> tuple[str, str, str]:
+        """The keys every lookup of a model reads first: its generations and followed version."""
+        keys = self._lookup_keys.get((namespace, model_version))
+        if keys is None:
+            if len(self._lookup_keys) >= 10_000:  # model versions come and go: stay bounded
+                self._lookup_keys.clear()
+            keys = self._lookup_keys[namespace, model_version] = (
+                self.keyspace.generation(namespace),
+                self.keyspace.version_generation(namespace, model_version),
+                self.keyspace.followed_version(namespace),
+            )
+        return keys
 
     def save(
         self,
@@ -182,6 +193,20 @@ class RedisPredictionStore(RedisUpkeep):
         if digests:
             empty = Lookup("", (), [])
             self.save(namespace, empty, [], locks=digests, lock_token=token)
+
+
+def _generation_of(keys: Sequence[str], *tokens: bytes | None) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The generation of a lookup that found a token missing: a new random one in its place."""
+    found: list[str] = []
+    new_keys: list[tuple[str, str]] = []
+    for key, value in zip(keys, tokens, strict=False):
+        if value is None:
+            token = new_generation_token()
+            new_keys.append((key, token))
+        else:
+            token = value.decode()
+        found.append(token)
+    return ".".join(found), tuple(new_keys)
 
 
 def _lock_arguments(locks: LockRequest) -> list[str | int]:

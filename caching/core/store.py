@@ -231,6 +231,10 @@ class PredictionStore(Protocol):
         """The header of each digest's entry (None: no entry, or undecodable); payloads are not read."""
         ...
 
+    def close(self) -> None:
+        """Release what the store holds itself (connections); it may be used again after."""
+        ...
+
 
 def new_generation_token() -> str:
     """A random generation token; random (not a counter) so a lost key cannot repeat an old one."""

@@ -1,0 +1,71 @@
+"""A Redis connection of each thread's own for the hit's one command, outside redis-py's pool.
+
+redis-py's client layer costs a command far more than its round trip: on the bench machine a
+GET through ``Redis.get`` takes about 86 us of CPU, the same GET on one of its ``Connection``
+objects about 27 us (``bench/results/hit_path.md``). Most of the difference is the pool (a
+lock, the fork check, connection-state metrics on checkout and return) and the command layer
+(deprecation wrappers, retries, operation metrics). A hit makes one command, so
+:class:`ThreadConnections` gives each thread a connection of its own, built from the client's
+pool settings (address, database, AUTH, TLS, timeouts), and sends the command on it directly.
+
+As the pool does on checkout, a connection the server closed meanwhile (an idle timeout, a
+restart) is reconnected before use; on any error the connection is dropped and reopened by the
+next command. Nothing is retried: as with the client, an outage fails fast.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import redis
+
+
+class ThreadConnections:
+    """Per-thread connections to the Redis server of ``client``, for single commands."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        pool = client.connection_pool
+        self._connection_class = pool.connection_class
+        self._connection_kwargs = dict(pool.connection_kwargs)
+        self._local = threading.local()
+        self._made: weakref.WeakSet[redis.connection.AbstractConnection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command on this thread's connection and return its reply (bytes, not decoded).
+
+        Raises what redis-py raises: ``ConnectionError``, ``TimeoutError``, ``ResponseError``.
+        """
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._new()
+        elif connection.is_connected:
+            try:
+                stale = connection.can_read()  # the server closed it, or a reply was left unread
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                stale = True
+            if stale:
+                connection.disconnect()
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        except redis.ResponseError:
+            raise  # an error reply: the connection is in step, and stays
+        except BaseException:
+            connection.disconnect()  # mid-command: what it would read next is not this reply
+            raise
+
+    def close(self) -> None:
+        """Disconnect every connection made so far (each reconnects if used again)."""
+        with self._lock:
+            made = list(self._made)
+        for connection in made:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+
+    def _new(self) -> redis.connection.AbstractConnection:
+        connection: redis.connection.AbstractConnection = self._connection_class(**self._connection_kwargs)
+        with self._lock:
+            self._made.add(connection)
+        return connection

@@ -1,0 +1,86 @@
+"""The hits' own per-thread Redis connections, against a real redis-server of the test's own."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from caching.core.store import redis_client
+from caching.core.thread_connections import ThreadConnections
+from tests.support.processes import RedisServer
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def connections(server):
+    client = redis_client(server.url, socket_timeout=1, connect_timeout=1)
+    client.set("k", b"v")
+    client.connection_pool.disconnect()  # from here on, the server's only clients are the threads'
+    yield ThreadConnections(client)
+    client.close()
+
+
+def clients(server) -> list[dict]:
+    observer = redis.Redis.from_url(server.url)
+    try:
+        return [entry for entry in observer.client_list() if entry["id"] != str(observer.client_id())]
+    finally:
+        observer.close()
+
+
+def test_a_thread_reuses_its_connection_and_another_thread_gets_its_own(server, connections):
+    assert connections.execute("MGET", "k", "absent") == [b"v", None]
+    assert connections.execute("GET", "k") == b"v"
+    assert len(clients(server)) == 1  # this thread's, opened once
+
+    replies = []
+    thread = threading.Thread(target=lambda: replies.append(connections.execute("GET", "k")))
+    thread.start()
+    thread.join()
+    assert replies == [b"v"]
+    assert len(clients(server)) <= 2  # the other thread's is closed once the thread is gone
+
+    connections.close()
+    assert clients(server) == []
+
+
+def test_a_connection_the_server_closed_is_reopened_before_use(server, connections):
+    assert connections.execute("GET", "k") == b"v"
+    observer = redis.Redis.from_url(server.url)
+    killed = observer.client_kill_filter(_type="normal", skipme=True)
+    observer.close()
+    assert killed == 1
+    # As redis-py's pool does on checkout: the command is not lost to the closed socket.
+    assert connections.execute("GET", "k") == b"v"
+
+
+def test_a_restarted_redis_is_reached_on_the_next_command(server, connections):
+    assert connections.execute("GET", "k") == b"v"
+    server.stop()
+    with pytest.raises(redis.ConnectionError):
+        connections.execute("GET", "k")
+    server.start()
+    assert connections.execute("GET", "k") is None  # a new, empty server, reached at once
+
+
+def test_an_error_reply_keeps_the_connection_and_a_timeout_drops_it(server, connections):
+    with pytest.raises(redis.ResponseError):
+        connections.execute("NOSUCHCOMMAND")
+    assert connections.execute("GET", "k") == b"v"
+    before = {entry["id"] for entry in clients(server)}
+
+    # A command the server answers after the socket timeout: its late reply must not be read
+    # as the next command's.
+    with pytest.raises(redis.TimeoutError):
+        connections.execute("BLPOP", "nothing-comes", "1.5")
+    assert connections.execute("GET", "k") == b"v"
+    after = {entry["id"] for entry in clients(server)}
+    assert after and not after & before
