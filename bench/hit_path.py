@@ -1,13 +1,20 @@
-"""Benchmark the hit path through gunicorn against a bare Django view doing one Redis GET.
+"""Benchmark the hit path through gunicorn against the floor: a bare Django view doing one Redis GET.
+
+The floor parses the same body and does one Redis GET, served as the predict routes are (the
+lean dispatch, caching/api/lean.py), so the ratio weighs only what predcache adds to a hit: the
+API key, the checks of the body, the read-through and the headers. The same view down the whole
+middleware stack is shown beside it. Hit and floors are loaded in turns (HIT, floor, full-stack
+floor, HIT, ...) so drift on a shared machine spreads over all of them.
 
 Also compares the hit path with refresh-ahead's hot-key sampling off, at its default (1 in 10
 fresh hits) and on every hit (three more predcache gunicorns, loaded in turns, same run), and
 measures a MISS against the demo model (iris, local) and the HTTP model server, next to calling
 each model directly. Everything runs on this machine in processes this script starts (its own
 Redis, SQLite file, model server, two gunicorns, then three for the A/B). Prints a table and writes
-bench/results/hit_path.md.
+bench/results/hit_path.md (not with --hit-vs-floor-only, which measures the first table alone).
 
     .venv/bin/python bench/hit_path.py [--seconds 5] [--concurrency 8] [--ab-rounds 3]
+        [--turns 12] [--turn-seconds 1.5] [--hit-vs-floor-only]
 """
 
 from __future__ import annotations
@@ -128,7 +135,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="client connections in the load runs")
     parser.add_argument("--misses", type=int, default=300, help="sequential MISS requests per model")
     parser.add_argument(
-        "--ab-rounds", type=int, default=3, help="turns of each sampling setting per connection count"
+        "--ab-rounds", type=int, default=3, help="turns of each server in the A/Bs, per connection count"
+    )
+    parser.add_argument(
+        "--turns", type=int, default=12, help="turns of the hit and each floor, per connection count"
+    )
+    parser.add_argument("--turn-seconds", type=float, default=1.5, help="duration of each of those turns")
+    parser.add_argument(
+        "--hit-vs-floor-only", action="store_true", help="measure the hit against the floor alone"
     )
     args = parser.parse_args()
 
@@ -188,7 +202,7 @@ def main() -> None:
 
         predcache = Server(env, "predcache_site.settings", "/healthz")
         stack.callback(predcache.stop)
-        baseline = Server(env, "bench.baseline_settings", "/baseline")
+        baseline = Server(env, "bench.baseline_settings", "/healthz")
         stack.callback(baseline.stop)
         import redis
 
@@ -199,20 +213,16 @@ def main() -> None:
         status, cache, _ = call(predcache.port, "POST", "/v1/models/iris:predict", hit_body, headers)
         assert (status, cache) == (200, "HIT"), (status, cache)
 
-        rows = []
-        for concurrency in (1, args.concurrency):
-            hit_rps, hit_lat = load(
-                predcache.port,
-                "/v1/models/iris:predict",
-                hit_body,
-                headers,
-                seconds=args.seconds,
-                concurrency=concurrency,
-            )
-            base_rps, base_lat = load(
-                baseline.port, "/baseline", None, {}, seconds=args.seconds, concurrency=concurrency
-            )
-            rows.append((concurrency, hit_rps, hit_lat, base_rps, base_lat))
+        json_headers = {"Content-Type": "application/json"}
+        targets = [
+            ("HIT", predcache.port, "/v1/models/iris:predict", headers),
+            ("floor", baseline.port, "/baseline", json_headers),
+            ("full-stack floor", baseline.port, "/baseline-full-stack", json_headers),
+        ]
+        rows = hit_vs_floor(targets, hit_body, args)
+        if args.hit_vs_floor_only:
+            print("\n".join(hit_vs_floor_table(rows)))
+            return
 
         # Started only now, so the table above is measured with two gunicorns, as before.
         with ExitStack() as ab_stack:
@@ -284,6 +294,51 @@ def main() -> None:
     report(rows, miss_rows, sampling_rows, sampled, args)
 
 
+Turns = dict[str, list[float]]  # per target: one value per turn (req/s), or every latency (ms)
+
+
+def hit_vs_floor(targets, body: bytes, args) -> list[tuple[int, Turns, Turns]]:
+    """Each target loaded in many short turns, per connection count: (connections, req/s per turn,
+    latencies). Short turns in a row pair each HIT turn with floor turns run within seconds of it,
+    so that drift on a shared machine weighs on both sides of a ratio alike."""
+    for _, port, path, headers in targets:
+        for _ in range(2):
+            status, _, _ = call(port, "POST", path, body, headers)
+        assert status == 200, (path, status)
+    rows = []
+    for concurrency in (1, args.concurrency):
+        throughput: dict[str, list[float]] = {label: [] for label, *_ in targets}
+        latencies: dict[str, list[float]] = {label: [] for label, *_ in targets}
+        for _ in range(args.turns):
+            for label, port, path, headers in targets:
+                rps, lat = load(port, path, body, headers, seconds=args.turn_seconds, concurrency=concurrency)
+                throughput[label].append(rps)
+                latencies[label] += lat
+        rows.append((concurrency, throughput, {label: sorted(lat) for label, lat in latencies.items()}))
+    return rows
+
+
+def hit_vs_floor_table(rows) -> list[str]:
+    header = ["connections", "", "req/s (median turn)", "p50 ms", "p99 ms", "HIT/this", "middle half"]
+    lines = []
+    for concurrency, throughput, latencies in rows:
+        hit = throughput["HIT"]
+        for label, rps in throughput.items():
+            ratios = sorted(h / r for h, r in zip(hit, rps, strict=True))
+            quarter = len(ratios) // 4
+            lines.append(
+                [
+                    str(concurrency),
+                    label,
+                    f"{statistics.median(rps):,.0f}",
+                    *p50_p99(latencies[label], 2),
+                    "" if label == "HIT" else f"**{statistics.median(ratios):.2f}**",
+                    "" if label == "HIT" else f"{ratios[quarter]:.2f} to {ratios[-1 - quarter]:.2f}",
+                ]
+            )
+    return table(header, lines)
+
+
 def sampling_ab(
     servers, body: bytes, headers: dict[str, str], args
 ) -> list[tuple[int, str, list[float], list[float]]]:
@@ -353,29 +408,7 @@ def sampled_share(client, prefix: str) -> float:
 
 def report(rows, miss_rows, sampling_rows, sampled, args) -> None:
     command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    hit_table = table(
-        [
-            "connections",
-            "HIT req/s",
-            "HIT p50 ms",
-            "HIT p99 ms",
-            "bare req/s",
-            "bare p50 ms",
-            "bare p99 ms",
-            "HIT/bare throughput",
-        ],
-        [
-            [
-                str(concurrency),
-                f"{hit_rps:,.0f}",
-                *p50_p99(hit_lat, 2),
-                f"{base_rps:,.0f}",
-                *p50_p99(base_lat, 2),
-                f"{hit_rps / base_rps:.2f}",
-            ]
-            for concurrency, hit_rps, hit_lat, base_rps, base_lat in rows
-        ],
-    )
+    hit_table = hit_vs_floor_table(rows)
     off = {
         concurrency: statistics.mean(rps) for concurrency, label, rps, _ in sampling_rows if label == "off"
     }
@@ -422,7 +455,15 @@ def report(rows, miss_rows, sampling_rows, sampled, args) -> None:
         f"{time.strftime('%Y-%m-%d')}. Both servers: gunicorn gthread, 2 workers x 4 threads "
         "(predcache_site/gunicorn_conf.py); the Python load client shares the cores.",
         "",
-        "## A cached single-instance request vs a bare Django view doing one Redis GET",
+        "## A cached single-instance request vs the floor: a bare Django view doing one Redis GET",
+        "",
+        f"HIT, floor and full-stack floor loaded in turns (HIT, floor, full-stack floor, HIT, ...), "
+        f"{args.turns} turns of {args.turn_seconds:g} s each per connection count. The floor parses the "
+        "same body and does one GET through redis-py's client, behind what the predict routes run "
+        "behind (Django's handler, the lean dispatch and the security middleware); the full-stack "
+        "floor is the same view down the whole middleware stack (sessions, CSRF, auth, messages, "
+        "WhiteNoise). HIT/this: the median over turns of HIT req/s over this row's in the same turn; "
+        "middle half: the ratios of the turns between the first and third quartiles.",
         "",
         *hit_table,
         "",
