@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from caching.backends.base import Backend
+from caching.core.answering import hit_prediction, merged_prediction
 from caching.core.backend_calls import BackendCaller
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.canonical import canonical_bytes
-from caching.core.codec import CachedPrediction
 from caching.core.computing import Answers, Computer, Request, VersionListener
 from caching.core.fresh_hints import FreshHints
-from caching.core.freshness import ServedState, sort_entries
+from caching.core.freshness import ServedState, Sorted, sort_entries
 from caching.core.guard import StoreGuard
 from caching.core.hotset import HotSampler
 from caching.core.keys import instance_digests, request_context
@@ -35,16 +35,11 @@ from caching.core.spec import (
     BYPASS,
     CACHE,
     DISABLED,
-    HIT,
-    MISS,
     NO_DIRECTIVES,
-    PARTIAL,
-    STALE,
     CacheSpec,
     Directives,
     NotCached,
     Prediction,
-    common,
 )
 from caching.core.stats import StatsRecorder
 from caching.core.store import LockRequest, PredictionStore
@@ -164,21 +159,32 @@ class ReadThroughCache:
             # Only fresh hits: entries the cache serves as they are, the ones worth keeping fresh.
             sampled = self.hot.offer(spec.namespace, entries.fresh, first_index, instances, parameters)
         if not (entries.missing or entries.revalidate or lookup.locked):
-            return self._hit(
-                spec, entries.fresh, digests, now, client_request=client_request, sampled=sampled
+            prediction = hit_prediction(entries.fresh, digests, now)  # most requests: a hit
+        else:
+            if entries.missing and directives.only_if_cached:
+                raise NotCached(
+                    f"{len(entries.missing)} of {len(distinct)} distinct instances are not cached"
+                )
+            request = Request(
+                spec,
+                backend,
+                instances,
+                parameters,
+                first_index,
+                lookup,
+                locks.token if locks is not None else secrets.token_hex(8),
+                version_listener=version_listener,
             )
-        if entries.missing and directives.only_if_cached:
-            raise NotCached(f"{len(entries.missing)} of {len(distinct)} distinct instances are not cached")
-        request = Request(
-            spec,
-            backend,
-            instances,
-            parameters,
-            first_index,
-            lookup,
-            locks.token if locks is not None else secrets.token_hex(8),
-            version_listener=version_listener,
-        )
+            prediction = self._compute(request, digests, entries)
+        if client_request:
+            self.stats.record_request(
+                spec.namespace, hits=prediction.hits, misses=prediction.misses, hot_samples=sampled
+            )
+        return prediction
+
+    def _compute(self, request: Request, digests: list[str], entries: Sorted) -> Prediction:
+        """Compute what was not found servable (once across processes), then merge the answer."""
+        spec, lookup = request.spec, request.lookup
         answers = Answers(dict(entries.fresh), dict(entries.revalidate), dict(entries.fallback))
         unused = set(lookup.locked).difference(entries.missing, entries.revalidate)
         if entries.missing:
@@ -187,7 +193,7 @@ class ReadThroughCache:
             self._guard(lambda: self.store.release(spec.namespace, list(unused), request.token))
         if answers.stale:
             self._revalidate_later(request, answers)
-        return self._answer(request, answers, digests, client_request=client_request, sampled=sampled)
+        return merged_prediction(answers, digests, request.first_index, self.clock())
 
     def instance_digests(
         self, spec: CacheSpec, instances: Sequence[Any], parameters: dict[str, Any] | None
@@ -242,73 +248,6 @@ class ReadThroughCache:
         ):
             # Refreshes are backed up (the model is slow): let the stale entries be, for now.
             self._guard(lambda: self.store.release(spec.namespace, mine, token))
-
-    def _hit(
-        self,
-        spec: CacheSpec,
-        fresh: dict[str, CachedPrediction],
-        digests: list[str],
-        now: float,
-        *,
-        client_request: bool,
-        sampled: int,
-    ) -> Prediction:
-        """The answer when every instance was found fresh: most requests, kept short."""
-        count = len(digests)
-        if client_request:
-            self.stats.record_request(spec.namespace, hits=count, misses=0, hot_samples=sampled)
-        if len(fresh) == 1:  # one instance, or one repeated: no list of entries to go through
-            (entry,) = fresh.values()
-            return Prediction(
-                [entry.prediction] * count,
-                HIT,
-                count,
-                0,
-                entry.model_version_id,
-                entry.deployed_model_id,
-                age=int(max(0.0, now - entry.created_at)),
-            )
-        served = [fresh[digest] for digest in digests]
-        return Prediction(
-            [entry.prediction for entry in served],
-            HIT,
-            count,
-            0,
-            common([entry.model_version_id for entry in served]),
-            common([entry.deployed_model_id for entry in served]),
-            age=int(max(0.0, now - min(entry.created_at for entry in fresh.values()))),
-        )
-
-    def _answer(
-        self, request: Request, answers: Answers, digests: list[str], *, client_request: bool, sampled: int
-    ) -> Prediction:
-        """The response: predictions in request order, with how the cache took part."""
-        spec = request.spec
-        computed = set(answers.computed)
-        misses = sum(1 for digest in digests if digest in computed)
-        hits = len(digests) - misses
-        if client_request:
-            self.stats.record_request(spec.namespace, hits=hits, misses=misses, hot_samples=sampled)
-        served = [answers.entry(digest) for digest in digests]
-        now = self.clock()
-        from_cache = [answers.entry(d) for d in request.first_index if d not in computed]
-        stale_served = any(d in answers.stale for d in digests) or any(
-            d in answers.fallback and d not in computed for d in digests
-        )
-        status = STALE if stale_served else (HIT if not misses else (MISS if not hits else PARTIAL))
-        return Prediction(
-            predictions=[entry.prediction for entry in served],
-            cache_status=status,
-            hits=hits,
-            misses=misses,
-            # Entries written at different times may come from different model versions:
-            # report a version only when every prediction in the answer shares it.
-            model_version_id=common([entry.model_version_id for entry in served]),
-            deployed_model_id=common([entry.deployed_model_id for entry in served]),
-            stored=answers.stored,
-            version_change=answers.version_change,
-            age=int(max(entry.age(now) for entry in from_cache)) if from_cache else None,
-        )
 
     def _pass_through(
         self,
