@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 
 import pytest
@@ -9,6 +11,7 @@ import redis
 
 from caching.core.store import redis_client
 from caching.core.thread_connections import ThreadConnections
+from predcache_site.local_redis import wait_until
 from tests.support.processes import RedisServer
 
 
@@ -41,12 +44,18 @@ def test_a_thread_reuses_its_connection_and_another_thread_gets_its_own(server, 
     assert connections.execute("GET", "k") == b"v"
     assert len(clients(server)) == 1  # this thread's, opened once
 
-    replies = []
-    thread = threading.Thread(target=lambda: replies.append(connections.execute("GET", "k")))
-    thread.start()
-    thread.join()
-    assert replies == [b"v"]
-    assert len(clients(server)) <= 2  # the other thread's is closed once the thread is gone
+    gc.disable()  # the other thread's connection must close with the thread, not at a collection
+    try:
+        replies = []
+        thread = threading.Thread(target=lambda: replies.append(connections.execute("GET", "k")))
+        thread.start()
+        thread.join()
+        assert replies == [b"v"]
+        wait_until(
+            lambda: len(clients(server)) == 1, timeout=5, what="the finished thread's connection to close"
+        )
+    finally:
+        gc.enable()
 
     connections.close()
     assert clients(server) == []
@@ -84,3 +93,23 @@ def test_an_error_reply_keeps_the_connection_and_a_timeout_drops_it(server, conn
     assert connections.execute("GET", "k") == b"v"
     after = {entry["id"] for entry in clients(server)}
     assert after and not after & before
+
+
+def test_a_forked_child_opens_its_own_connection(server, connections):
+    assert connections.execute("GET", "k") == b"v"
+    (parent,) = clients(server)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: one command, then out without running the parent's cleanup
+        try:
+            reply = connections.execute("CLIENT", "ID")
+            os.write(writer, str(reply).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        child_client_id = pipe.read()
+    os.waitpid(child, 0)
+    assert child_client_id and child_client_id != parent["id"]
+    assert connections.execute("GET", "k") == b"v"  # the parent's connection is still in step
+    assert parent["id"] in {entry["id"] for entry in clients(server)}

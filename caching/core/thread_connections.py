@@ -10,16 +10,20 @@ pool settings (address, database, AUTH, TLS, timeouts), and sends the command on
 
 As the pool does on checkout, a connection the server closed meanwhile (an idle timeout, a
 restart) is reconnected before use; on any error the connection is dropped and reopened by the
-next command. Nothing is retried: as with the client, an outage fails fast.
+next command. Nothing is retried: as with the client, an outage fails fast. A forked child makes
+its own (the runtime is rebuilt there anyway). These connections are not counted by the pool's
+``max_connections``: a web process holds one per thread that serves hits, besides its pool.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import Any
 
 import redis
+from redis.maint_notifications import MaintNotificationsConfig
 
 
 class ThreadConnections:
@@ -29,6 +33,10 @@ class ThreadConnections:
         pool = client.connection_pool
         self._connection_class = pool.connection_class
         self._connection_kwargs = dict(pool.connection_kwargs)
+        # Maintenance notifications are the pool's to follow; their handlers would also tie each
+        # connection into a reference cycle, keeping a finished thread's socket open until a GC.
+        self._connection_kwargs.pop("maint_notifications_pool_handler", None)
+        self._connection_kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
         self._local = threading.local()
         self._made: weakref.WeakSet[redis.connection.AbstractConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -39,7 +47,7 @@ class ThreadConnections:
         Raises what redis-py raises: ``ConnectionError``, ``TimeoutError``, ``ResponseError``.
         """
         connection = getattr(self._local, "connection", None)
-        if connection is None:
+        if connection is None or connection.pid != os.getpid():  # a forked child never shares one
             connection = self._local.connection = self._new()
         elif connection.is_connected:
             try:
