@@ -322,7 +322,9 @@ def test_with_rabbitmq_a_killed_warm_is_delivered_again_and_resumes_its_run(
 ):
     model = _model(backend, "rabbit-killed", warm_batch_size=10, warm_rate=CLEAR)
     warm_set = _warm_set(model, 60)
-    backend.control(delay=0.2)
+    # Slow enough that the warm is still running when the test sees two batches stored and holds
+    # the model (at 0.2 s a call it could end first on a loaded machine).
+    backend.control(delay=0.5)
     environment = {**worker_environment, **rabbitmq.environment()}
 
     with celery_worker(tmp_path / "first", environment=environment) as first:

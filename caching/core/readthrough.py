@@ -233,10 +233,13 @@ class ReadThroughCache:
         mine = [d for d in answers.stale if d in lookup.locked]
         unknown = [d for d in answers.stale if d not in lookup.locked and d not in lookup.held]
         if unknown:
-            owned = self._guard(
-                lambda: self.store.acquire(spec.namespace, unknown, token, spec.backend_timeout + 5)
+            # Read again and lock in one step: only entries still stale are locked, so an entry
+            # another request refreshed since this one's lookup is not refreshed a second time.
+            locks = LockRequest(token, spec.backend_timeout + 5, self.clock(), spec.follows_versions)
+            again = self._guard(
+                lambda: self.store.lookup(spec.namespace, spec.model_version, unknown, locks=locks)
             )
-            mine += [d for d in unknown if not isinstance(owned, NoValue) and d in owned]
+            mine += [d for d in unknown if not isinstance(again, NoValue) and d in again.locked]
         if not mine:
             return
         refresh = dataclasses.replace(request, background=True)
