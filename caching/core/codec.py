@@ -45,9 +45,6 @@ class CachedPrediction:
     def age(self, now: float) -> float:
         return max(0.0, now - self.created_at)
 
-    def is_fresh(self, now: float) -> bool:
-        return self.fresh_until is None or now < self.fresh_until
-
 
 def encode(entry: CachedPrediction, *, compress_over: int | None = None, compression: str = "zlib") -> bytes:
     """Serialize ``entry``; compress the payload (zlib or zstd) when longer than ``compress_over``."""

@@ -202,9 +202,7 @@ class ReadThroughCache:
         context = request_context(
             model_identity=spec.model_identity,
             model_version=spec.model_version,
-            canonical_parameters=(
-                b"null" if parameters is None else canonical_bytes(parameters, max_depth=self.max_depth)
-            ),
+            canonical_parameters=canonical_bytes(parameters, max_depth=self.max_depth),
         )
         rules, depth = spec.key_rules, self.max_depth
         return instance_digests(
