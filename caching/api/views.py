@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from caching.api import schema
-from caching.api.lean import lean_route
+from caching.api.lean import add_own_headers, lean_route
 from caching.api.parsing import predict_payload, read_json_body
 from caching.core.spec import NO_DIRECTIVES, Directives, Prediction
 from caching.models import MODEL_NAME_PATTERN
@@ -98,15 +98,17 @@ def predict(request: HttpRequest, model: str) -> HttpResponse:
 
 def prediction_response(body: dict[str, Any], result: Prediction) -> HttpResponse:
     """Render predictions with orjson (DRF's renderer is slower) and the cache headers."""
-    headers = {
-        "X-Cache": result.cache_status,
-        "X-Cache-Hits": str(result.hits),
-        "X-Cache-Misses": str(result.misses),
-        "Cache-Status": _CACHE_STATUS[result.cache_status, result.stored],
-    }
+    response = HttpResponse(orjson.dumps(body), content_type="application/json")
+    headers = [
+        ("X-Cache", result.cache_status),
+        ("X-Cache-Hits", str(result.hits)),
+        ("X-Cache-Misses", str(result.misses)),
+        ("Cache-Status", _CACHE_STATUS[result.cache_status, result.stored]),
+    ]
     if result.age is not None:
-        headers["Age"] = str(result.age)
-    return HttpResponse(orjson.dumps(body), content_type="application/json", headers=headers)
+        headers.append(("Age", str(result.age)))
+    add_own_headers(response, headers)
+    return response
 
 
 def cache_directives(request: HttpRequest) -> Directives:
