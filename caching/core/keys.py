@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -37,15 +38,26 @@ def instance_digest(context: bytes, canonical_instance: bytes) -> str:
 
 
 def instance_digests(context: bytes, canonical_instances: Iterable[bytes]) -> list[str]:
-    """:func:`instance_digest` of each instance, hashing the shared context once."""
-    shared = hashlib.blake2b(context, digest_size=DIGEST_BYTES)
-    shared.update(b"\x00")
+    """:func:`instance_digest` of each instance, the shared context hashed once per process."""
+    shared = _context_hasher(context)
     digests = []
     for canonical_instance in canonical_instances:
         hasher = shared.copy()
         hasher.update(canonical_instance)
         digests.append(hasher.hexdigest())
     return digests
+
+
+@functools.lru_cache(maxsize=1024)
+def _context_hasher(context: bytes) -> hashlib.blake2b:
+    """A hasher fed ``context`` and its separator, copied for each instance (never updated itself).
+
+    Most requests of a model share one context (no parameters, or the same ones): a hit then
+    spares creating and feeding a hasher. Bounded: contexts with many parameter sets just miss.
+    """
+    shared = hashlib.blake2b(context, digest_size=DIGEST_BYTES)
+    shared.update(b"\x00")
+    return shared
 
 
 class KeySpace:
