@@ -38,8 +38,11 @@ def instance_digest(context: bytes, canonical_instance: bytes) -> str:
 
 
 def instance_digests(context: bytes, canonical_instances: Iterable[bytes]) -> list[str]:
-    """:func:`instance_digest` of each instance, the shared context hashed once per process."""
-    shared = _context_hasher(context)
+    """:func:`instance_digest` of each instance, the shared context hashed once (per process if short)."""
+    if len(context) <= _REMEMBERED_CONTEXT_BYTES:
+        shared = _remembered_context_hasher(context)
+    else:
+        shared = _context_hasher(context)
     digests = []
     for canonical_instance in canonical_instances:
         hasher = shared.copy()
@@ -48,16 +51,18 @@ def instance_digests(context: bytes, canonical_instances: Iterable[bytes]) -> li
     return digests
 
 
-@functools.lru_cache(maxsize=1024)
 def _context_hasher(context: bytes) -> hashlib.blake2b:
-    """A hasher fed ``context`` and its separator, copied for each instance (never updated itself).
-
-    Most requests of a model share one context (no parameters, or the same ones): a hit then
-    spares creating and feeding a hasher. Bounded: contexts with many parameter sets just miss.
-    """
+    """A hasher fed ``context`` and its separator, copied for each instance (never updated itself)."""
     shared = hashlib.blake2b(context, digest_size=DIGEST_BYTES)
     shared.update(b"\x00")
     return shared
+
+
+# Most requests of a model share one context (no parameters, or the same ones): a hit then
+# spares creating and feeding a hasher. Only short contexts are kept, since clients choose the
+# parameters: at most 1,024 of 1 KiB each per process; others are hashed anew.
+_REMEMBERED_CONTEXT_BYTES = 1024
+_remembered_context_hasher = functools.lru_cache(maxsize=1024)(_context_hasher)
 
 
 class KeySpace:

@@ -60,6 +60,24 @@ def test_the_key_format_version_and_a_digest_are_pinned():
     ]
 
 
+def test_a_context_is_hashed_alike_whether_remembered_or_too_long_to_be():
+    from caching.core.keys import _remembered_context_hasher
+
+    for parameters in (b'{"k":1}', b'{"k":"' + b"x" * 4096 + b'"}'):
+        context = request_context(
+            model_identity="echo|http|x", model_version="", canonical_parameters=parameters
+        )
+        before = _remembered_context_hasher.cache_info().currsize
+        for _ in range(2):  # the second time from memory, where it is kept
+            assert instance_digests(context, [b"[1]", b"[2]"]) == [
+                instance_digest(context, b"[1]"),
+                instance_digest(context, b"[2]"),
+            ]
+        # Clients choose the parameters: a long context is never kept in the process.
+        grown = _remembered_context_hasher.cache_info().currsize - before
+        assert grown == (1 if len(context) <= 1024 else 0)
+
+
 def test_nesting_at_the_limit_passes_and_one_deeper_fails_the_fast_way_too():
     from caching.core.canonical import InvalidJSON
 
