@@ -38,8 +38,7 @@ class Verdict(enum.Enum):
         return self is Verdict.FRESH or self is Verdict.REVALIDATE
 
 
-# Not frozen: built on every hit, where a frozen dataclass's __init__ (object.__setattr__ per
-# field) costs about three times as much. Nothing changes one after it is built.
+# Not frozen, as CachedPrediction (caching/core/codec.py): built on every hit.
 @dataclass(slots=True)
 class ServedState:
     """What the store says the cache serves now (read in the lookup's round trip)."""
@@ -150,8 +149,7 @@ def decoded(raw: bytes | NoValue) -> CachedPrediction | Verdict:
         return Verdict.UNDECODABLE
 
 
-# Not frozen: built on every hit, where a frozen dataclass's __init__ (object.__setattr__ per
-# field) costs about three times as much. Nothing changes one after it is built.
+# Not frozen, as CachedPrediction (caching/core/codec.py): built on every hit.
 @dataclass(slots=True)
 class Sorted:
     """A lookup's entries sorted by what the request does with them (digests in lookup order)."""

@@ -31,8 +31,7 @@ def version_tag(model_version_id: str | None, deployed_model_id: str | None) -> 
 
 def instance_digest(context: bytes, canonical_instance: bytes) -> str:
     """Hex digest identifying one instance's prediction under ``context``."""
-    hasher = hashlib.blake2b(context, digest_size=DIGEST_BYTES)
-    hasher.update(b"\x00")
+    hasher = _context_hasher(context)
     hasher.update(canonical_instance)
     return hasher.hexdigest()
 

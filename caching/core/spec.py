@@ -114,8 +114,7 @@ class VersionChange:
     deployed_model_id: str | None
 
 
-# Not frozen: built on every hit, where a frozen dataclass's __init__ (object.__setattr__ per
-# field) costs about three times as much. Nothing changes one after it is built.
+# Not frozen, as CachedPrediction (caching/core/codec.py): built on every hit.
 @dataclass(slots=True)
 class Prediction:
     """The answer to one predict request, with how the cache took part."""

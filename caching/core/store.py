@@ -86,8 +86,7 @@ class LockRequest:
     every_entry: bool = False
 
 
-# Not frozen: built on every hit, where a frozen dataclass's __init__ (object.__setattr__ per
-# field) costs about three times as much. Nothing changes one after it is built.
+# Not frozen, as CachedPrediction (caching/core/codec.py): built on every hit.
 @dataclass(slots=True)
 class Lookup:
     """What one lookup round trip found.
