@@ -8,9 +8,12 @@ lock, the fork check, connection-state metrics on checkout and return) and the c
 :class:`ThreadConnections` gives each thread a connection of its own, built from the client's
 pool settings (address, database, AUTH, TLS, timeouts), and sends the command on it directly.
 
-As the pool does on checkout, a connection the server closed meanwhile (an idle timeout, a
-restart) is reconnected before use; on any error the connection is dropped and reopened by the
-next command. Nothing is retried: as with the client, an outage fails fast. A forked child makes
+The pool checks a connection on each checkout (a non-blocking peek: three system calls) for one
+the server closed meanwhile (an idle timeout, a restart). Here the command is sent at once, and
+only when the server turns out to have closed the connection the command is sent again, once, on
+a new one: the callers send reads, which are safe to repeat. On any other error the connection is
+dropped and reopened by the next command. Nothing else is retried: as with the client, an outage
+fails fast. A forked child makes
 its own (the runtime is rebuilt there anyway). These connections are not counted by the pool's
 ``max_connections``: a web process holds one per thread that serves hits, besides its pool.
 """
@@ -42,28 +45,28 @@ class ThreadConnections:
         self._lock = threading.Lock()
 
     def execute(self, *args: Any) -> Any:
-        """Send one command on this thread's connection and return its reply (bytes, not decoded).
+        """Send one read command on this thread's connection and return its reply (bytes, not decoded).
 
         Raises what redis-py raises: ``ConnectionError``, ``TimeoutError``, ``ResponseError``.
         """
         connection = getattr(self._local, "connection", None)
         if connection is None or connection.pid != os.getpid():  # a forked child never shares one
             connection = self._local.connection = self._new()
-        elif connection.is_connected:
+        idle = connection.is_connected  # open since an earlier command: the server may have closed it
+        while True:
             try:
-                stale = connection.can_read()  # the server closed it, or a reply was left unread
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                stale = True
-            if stale:
+                connection.send_command(*args)
+                return connection.read_response()
+            except redis.ResponseError:
+                raise  # an error reply: the connection is in step, and stays
+            except redis.ConnectionError:
                 connection.disconnect()
-        try:
-            connection.send_command(*args)
-            return connection.read_response()
-        except redis.ResponseError:
-            raise  # an error reply: the connection is in step, and stays
-        except BaseException:
-            connection.disconnect()  # mid-command: what it would read next is not this reply
-            raise
+                if not idle:
+                    raise
+                idle = False  # once more, on a new connection (send_command opens it)
+            except BaseException:
+                connection.disconnect()  # mid-command: what it would read next is not this reply
+                raise
 
     def close(self) -> None:
         """Disconnect every connection made so far (each reconnects if used again)."""
