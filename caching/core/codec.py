@@ -111,6 +111,48 @@ def decode(raw: bytes) -> CachedPrediction:
         raise CodecError(f"corrupt value: {exc}") from exc
 
 
+class DecodedEntries:
+    """Entries decoded earlier, by key, given again while the store returns the very same bytes.
+
+    A hit reads its entry from the store every time; what this spares is parsing it: when the
+    bytes equal those decoded last time under the same key, the entry decoded then is the
+    answer (decoding is a function of the bytes alone, so this can never serve anything the
+    store did not return). Bounded: values over ``max_value_bytes`` are decoded every time, and
+    past ``max_entries`` or ``max_bytes`` of kept values it forgets everything and starts over.
+
+    Thread-safe without a lock: each read and write is one dict call, atomic under the GIL; a
+    lost update costs one decode and the byte count is an estimate. The entries are shared by
+    the requests that read them, so nothing may change a decoded prediction (nothing does: an
+    answer is only serialized).
+    """
+
+    def __init__(
+        self, *, max_entries: int = 10_000, max_bytes: int = 4 * 1024 * 1024, max_value_bytes: int = 4096
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_value_bytes = max_value_bytes
+        self._entries: dict[str, tuple[bytes, CachedPrediction]] = {}
+        self._bytes = 0
+
+    def decode(self, key: str, raw: bytes) -> CachedPrediction:
+        """:func:`decode` of ``raw``, the stored value of ``key``; raises :class:`CodecError` likewise."""
+        known = self._entries.get(key)
+        if known is not None and known[0] == raw:
+            return known[1]
+        entry = decode(raw)
+        size = len(raw)
+        if size <= self.max_value_bytes:
+            if len(self._entries) >= self.max_entries or self._bytes + size > self.max_bytes:
+                self._entries, self._bytes = {}, 0
+            self._entries[key] = (raw, entry)
+            self._bytes += size - (len(known[0]) if known is not None else 0)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def decode_header(prefix: bytes) -> dict[str, Any]:
     """The metadata of a stored value, read from its first bytes only (the payload is not needed).
 

@@ -9,7 +9,7 @@ request's ``Cache-Control`` directives.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +161,10 @@ class Sorted:
     undecodable: tuple[str, ...]
 
 
+def _decode(digest: str, raw: bytes) -> CachedPrediction:
+    return decode(raw)
+
+
 def sort_entries(
     digests: Iterable[str],
     raw_values: Iterable[bytes | NoValue],
@@ -169,8 +173,9 @@ def sort_entries(
     state: ServedState,
     now: float,
     directives: Directives = NO_DIRECTIVES,
+    decode_entry: Callable[[str, bytes], CachedPrediction] = _decode,
 ) -> Sorted:
-    """Classify every looked-up entry of a request."""
+    """Classify every looked-up entry of a request (``decode_entry(digest, raw)`` reads each value)."""
     fresh: dict[str, CachedPrediction] = {}
     revalidate: dict[str, CachedPrediction] = {}
     fallback: dict[str, CachedPrediction] = {}
@@ -181,7 +186,7 @@ def sort_entries(
             missing.append(digest)
             continue
         try:
-            entry = decode(raw)
+            entry = decode_entry(digest, raw)
         except CodecError:
             missing.append(digest)
             undecodable.append(digest)

@@ -22,6 +22,7 @@ from caching.core.answering import hit_prediction, merged_prediction
 from caching.core.backend_calls import BackendCaller
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.canonical import canonical_bytes
+from caching.core.codec import DecodedEntries
 from caching.core.computing import Answers, Computer, Request, VersionListener
 from caching.core.fresh_hints import FreshHints
 from caching.core.freshness import ServedState, Sorted, sort_entries
@@ -72,6 +73,7 @@ class ReadThroughCache:
         self.single_flight_wait = single_flight_wait
         self.hot = hot  # samples fresh hits for refresh-ahead; None or one_in=0: no sampling
         self.hints = FreshHints()
+        self._decoded = DecodedEntries()  # a hit reads its entry, and parses it only if it changed
         self._guard = StoreGuard(redis_breaker or CircuitBreaker("redis"))
         self._call_backend = BackendCaller(backend_breakers or BreakerRegistry(), stats)
         waiter = Waiter(store, self._guard, clock=clock, monotonic=monotonic, sleep=sleep)
@@ -146,6 +148,7 @@ class ReadThroughCache:
             state=ServedState(lookup.generation, lookup.current_version),
             now=now,
             directives=directives,
+            decode_entry=self._decoded.decode,
         )
         for _ in entries.undecodable:
             logger.warning("undecodable cache entry for %s, treated as a miss", spec.model_name)
