@@ -14,10 +14,11 @@ as much as one sample then) exactly when its score is ``>= t``.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -100,6 +101,10 @@ class HotSampler:
         self._chance = 1.0 / one_in if one_in else 0.0
         # random.Random's methods are implemented in C: one call is atomic under the GIL.
         self._random = (rng or random.Random()).random
+        self._log_unsampled = math.log1p(-self._chance) if 0 < self._chance < 1 else 0.0
+        # Hits to pass over before the next sample. Unguarded: two threads may count one hit
+        # once between them, which only moves the next sample by one hit.
+        self._skip = self._gap()
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, _Pending]] = {}
         self._bytes = 0
@@ -112,21 +117,29 @@ class HotSampler:
     def offer(
         self,
         namespace: str,
-        hits: Iterable[str],
+        hits: Collection[str],
         positions: Mapping[str, int],
         instances: Sequence[Any],
         parameters: dict[str, Any] | None,
     ) -> int:
         """Sample some of the fresh ``hits`` (digests; ``instances[positions[d]]`` makes ``d``).
 
-        Returns how many were sampled. Unsampled hits cost one random number each.
+        Returns how many were sampled. Each hit is sampled with chance 1 / ``one_in``, drawn
+        as the number of hits to the next sample, so that a hit that is not costs a subtraction.
         """
         if not self._chance:
             return 0
-        chance, draw = self._chance, self._random
-        chosen = [digest for digest in hits if draw() < chance]
-        if not chosen:
+        left = self._skip - len(hits)
+        if left >= 0:
+            self._skip = left
             return 0
+        ordered = list(hits)
+        chosen = []
+        position = self._skip
+        while position < len(ordered):
+            chosen.append(ordered[position])
+            position += 1 + self._gap()
+        self._skip = position - len(ordered)
         encoded = []
         for digest in chosen:
             try:
@@ -147,6 +160,12 @@ class HotSampler:
                 else:
                     self.dropped += 1
         return len(encoded)
+
+    def _gap(self) -> int:
+        """Hits passed over before the next sample: geometric, as if each hit were drawn alone."""
+        if not self._log_unsampled:
+            return 0  # every hit is sampled (or none, and this is never asked)
+        return int(math.log(1.0 - self._random()) / self._log_unsampled)
 
     def pending(self, namespace: str) -> dict[str, int]:
         """Sample counts per digest waiting for the next flush (for tests and operators)."""

@@ -24,6 +24,16 @@ def test_one_in_n_hits_is_sampled_with_a_seeded_random():
     assert sampler.pending("m1") == {"a": sampled}
 
 
+def test_hits_in_batches_are_sampled_at_the_same_rate_each():
+    sampler = HotSampler(one_in=10, rng=random.Random(11))
+    batch = [f"d{n}" for n in range(7)]
+    sampled = sum(offer(sampler, batch) for _ in range(2_000))
+    assert 1_260 <= sampled <= 1_540  # 14,000 hits, 1 in 10
+    counts = sampler.pending("m1")
+    assert set(counts) == set(batch)  # every position in a batch gets its samples
+    assert sum(counts.values()) == sampled
+
+
 def test_every_hit_is_sampled_at_one_in_one_and_none_when_off():
     every = HotSampler(one_in=1)
     assert offer(every, ["a", "b", "a"]) == 3
