@@ -117,8 +117,9 @@ class DecodedEntries:
     A hit reads its entry from the store every time; what this spares is parsing it: when the
     bytes equal those decoded last time under the same key, the entry decoded then is the
     answer (decoding is a function of the bytes alone, so this can never serve anything the
-    store did not return). Bounded: values over ``max_value_bytes`` are decoded every time, and
-    past ``max_entries`` or ``max_bytes`` of kept values it forgets everything and starts over.
+    store did not return). Only uncompressed values of at most ``max_value_bytes`` are kept, so
+    the JSON held is at most ``max_bytes`` (its Python objects take a few times that); past
+    ``max_entries`` or ``max_bytes`` it forgets everything and starts over.
 
     Thread-safe without a lock: each read and write is one dict call, atomic under the GIL; a
     lost update costs one decode and the byte count is an estimate. The entries are shared by
@@ -127,7 +128,7 @@ class DecodedEntries:
     """
 
     def __init__(
-        self, *, max_entries: int = 10_000, max_bytes: int = 4 * 1024 * 1024, max_value_bytes: int = 4096
+        self, *, max_entries: int = 10_000, max_bytes: int = 1024 * 1024, max_value_bytes: int = 4096
     ) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -142,9 +143,9 @@ class DecodedEntries:
             return known[1]
         entry = decode(raw)
         size = len(raw)
-        if size <= self.max_value_bytes:
+        if size <= self.max_value_bytes and not raw[1]:  # flags: not compressed
             if len(self._entries) >= self.max_entries or self._bytes + size > self.max_bytes:
-                self._entries, self._bytes = {}, 0
+                self._entries, self._bytes, known = {}, 0, None
             self._entries[key] = (raw, entry)
             self._bytes += size - (len(known[0]) if known is not None else 0)
         return entry

@@ -102,8 +102,9 @@ class HotSampler:
         # random.Random's methods are implemented in C: one call is atomic under the GIL.
         self._random = (rng or random.Random()).random
         self._log_unsampled = math.log1p(-self._chance) if 0 < self._chance < 1 else 0.0
-        # Hits to pass over before the next sample. Unguarded: two threads may count one hit
-        # once between them, which only moves the next sample by one hit.
+        # Hits to pass over before the next sample. Unguarded: two threads counting down at once
+        # may lose one offer's hits from the count, or one newly drawn gap; either only moves
+        # the next sample a little, and each hit's chance stays about 1 / one_in.
         self._skip = self._gap()
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, _Pending]] = {}

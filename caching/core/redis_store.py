@@ -54,7 +54,7 @@ class RedisPredictionStore(RedisUpkeep):
         try:
             # The client is built without decode_responses: every value is bytes or None.
             if locks is None:
-                values = cast(list[Any], self._reads.execute("MGET", *keys))
+                values = cast(list[Any], self._reads.read("MGET", *keys))
             else:
                 lock_keys = [self.keyspace.lock(namespace, d) for d in digests]
                 values = cast(

@@ -10,10 +10,11 @@ pool settings (address, database, AUTH, TLS, timeouts), and sends the command on
 
 The pool checks a connection on each checkout (a non-blocking peek: three system calls) for one
 the server closed meanwhile (an idle timeout, a restart). Here the command is sent at once, and
-only when the server turns out to have closed the connection the command is sent again, once, on
-a new one: the callers send reads, which are safe to repeat. On any other error the connection is
-dropped and reopened by the next command. Nothing else is retried: as with the client, an outage
-fails fast. A forked child makes
+only when the connection it was sent on, open since an earlier command, turns out to be closed
+(a plain ``ConnectionError``) is it sent again, once, on a new one: :meth:`ThreadConnections.read`
+sends reads alone, which are safe to repeat. On any other error the connection is dropped and
+reopened by the next command. Nothing else is retried (a timeout is not): as with the client,
+an outage fails fast. A forked child makes
 its own (the runtime is rebuilt there anyway). These connections are not counted by the pool's
 ``max_connections``: a web process holds one per thread that serves hits, besides its pool.
 """
@@ -44,9 +45,10 @@ class ThreadConnections:
         self._made: weakref.WeakSet[redis.connection.AbstractConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
 
-    def execute(self, *args: Any) -> Any:
+    def read(self, *args: Any) -> Any:
         """Send one read command on this thread's connection and return its reply (bytes, not decoded).
 
+        Only commands that change nothing may be sent here: one may reach the server twice.
         Raises what redis-py raises: ``ConnectionError``, ``TimeoutError``, ``ResponseError``.
         """
         connection = getattr(self._local, "connection", None)
@@ -59,9 +61,10 @@ class ThreadConnections:
                 return connection.read_response()
             except redis.ResponseError:
                 raise  # an error reply: the connection is in step, and stays
-            except redis.ConnectionError:
+            except redis.ConnectionError as exc:
                 connection.disconnect()
-                if not idle:
+                # Subclasses are replies (LOADING, a refused AUTH) on a connection still open.
+                if not idle or type(exc) is not redis.ConnectionError:
                     raise
                 idle = False  # once more, on a new connection (send_command opens it)
             except BaseException:

@@ -62,6 +62,10 @@ def test_decoded_entries_stay_within_their_bounds():
     large = encode(CachedPrediction("x" * 300, "g", 1.0))
     assert decoded.decode("large", large) == decode(large)
     assert len(decoded) == 0  # over max_value_bytes: decoded every time, never kept
+    # Compressed, a small value may hold any amount of JSON: never kept either.
+    packed = encode(CachedPrediction([0.5] * 5000, "g", 1.0), compress_over=10)
+    assert len(packed) <= 200 and decoded.decode("packed", packed) == decode(packed)
+    assert len(decoded) == 0
 
     small = [encode(CachedPrediction(n, "g", 1.0)) for n in range(4)]
     for n, raw in enumerate(small):

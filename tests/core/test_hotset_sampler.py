@@ -24,6 +24,23 @@ def test_one_in_n_hits_is_sampled_with_a_seeded_random():
     assert sampler.pending("m1") == {"a": sampled}
 
 
+class FixedDraw:
+    """A random source whose every draw makes the sampler pass over exactly two hits at 1 in 2."""
+
+    def random(self) -> float:
+        return 0.8  # int(log(1 - 0.8) / log(1 - 1/2)) == 2
+
+
+def test_the_hits_between_samples_are_counted_across_requests_and_within_batches():
+    sampler = HotSampler(one_in=2, rng=FixedDraw())  # type: ignore[arg-type]
+    assert offer(sampler, ["a", "b"]) == 0  # the two passed over
+    assert offer(sampler, ["c"]) == 1  # the third hit
+    assert offer(sampler, ["d", "e", "f", "g", "h", "i", "j"]) == 2  # its f and i
+    assert offer(sampler, ["k"]) == 0
+    assert offer(sampler, ["l", "m"]) == 1  # l: the third after i
+    assert sampler.pending("m1") == {"c": 1, "f": 1, "i": 1, "l": 1}
+
+
 def test_hits_in_batches_are_sampled_at_the_same_rate_each():
     sampler = HotSampler(one_in=10, rng=random.Random(11))
     batch = [f"d{n}" for n in range(7)]

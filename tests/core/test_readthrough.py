@@ -53,6 +53,20 @@ def test_a_purge_makes_the_next_request_miss():
     assert setup.cache.predict(ECHO, model, [[1]], None).cache_status == "HIT"
 
 
+def test_hits_of_an_unchanged_entry_parse_it_once_and_a_rewritten_entry_is_read_anew():
+    setup, model = make_cache(), Model()
+    setup.cache.predict(ECHO, model, [[1]], None)
+    first = setup.cache.predict(ECHO, model, [[1]], None)
+    again = setup.cache.predict(ECHO, model, [[1]], None)
+    assert first.predictions[0] is again.predictions[0]  # the same stored bytes: decoded once
+
+    setup.store.purge(ECHO.namespace)
+    model.version = "2"
+    assert setup.cache.predict(ECHO, model, [[1]], None).cache_status == "MISS"
+    rewritten = setup.cache.predict(ECHO, model, [[1]], None)
+    assert (rewritten.cache_status, rewritten.predictions) == ("HIT", [{"echo": [1], "v": "2"}])
+
+
 def test_a_new_model_version_retires_the_old_ones_entries_and_one_answer_has_one_version():
     setup, model = make_cache(), Model(version="1")
     setup.cache.predict(ECHO, model, [[1]], None)
