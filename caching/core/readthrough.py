@@ -73,6 +73,7 @@ class ReadThroughCache:
         self.single_flight_wait = single_flight_wait
         self.hot = hot  # samples fresh hits for refresh-ahead; None or one_in=0: no sampling
         self.hints = FreshHints()
+        self._monotonic = monotonic
         self._decoded = DecodedEntries()  # a hit reads its entry, and parses it only if it changed
         self._guard = StoreGuard(redis_breaker or CircuitBreaker("redis"))
         self._call_backend = BackendCaller(backend_breakers or BreakerRegistry(), stats)
@@ -120,6 +121,7 @@ class ReadThroughCache:
         client's request (refresh-ahead) passes ``client_request=False``: it is not counted as
         a request, its hits and misses, nor sampled as hot.
         """
+        started = self._monotonic()
         directives = directives or NO_DIRECTIVES
         digests = self.instance_digests(spec, instances, parameters)
         if spec.mode != CACHE or directives.no_store:
@@ -181,7 +183,12 @@ class ReadThroughCache:
             prediction = self._compute(request, digests, entries)
         if client_request:
             self.stats.record_request(
-                spec.namespace, hits=prediction.hits, misses=prediction.misses, hot_samples=sampled
+                spec.namespace,
+                hits=prediction.hits,
+                misses=prediction.misses,
+                hot_samples=sampled,
+                computed=prediction.misses > 0,
+                seconds=self._monotonic() - started,
             )
         return prediction
 

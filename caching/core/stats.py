@@ -16,6 +16,10 @@ STAT_FIELDS = (
     "requests",
     "hits",
     "misses",
+    "cached_requests",  # client requests answered from the cache alone (X-Cache HIT or STALE)
+    "cached_us",  # time the read-through took answering those, in microseconds
+    "computed_requests",  # client requests that called the model (MISS or PARTIAL)
+    "computed_us",  # time the read-through took answering those, in microseconds
     "bypassed",
     "backend_calls",
     "backend_instances",
@@ -63,13 +67,24 @@ class StatsRecorder:
         with self._lock:
             self._pending[namespace].update(counts)
 
-    def record_request(self, namespace: str, *, hits: int, misses: int, hot_samples: int) -> None:
-        """One client request: :meth:`record` for the request path, without its keyword dict."""
+    def record_request(
+        self, namespace: str, *, hits: int, misses: int, hot_samples: int, computed: bool, seconds: float
+    ) -> None:
+        """One client request, answered in ``seconds``, ``computed`` if it called the model.
+
+        :meth:`record` for the request path, without its keyword dict.
+        """
         with self._lock:
             counts = self._pending[namespace]
             counts["requests"] += 1
             counts["hits"] += hits
             counts["misses"] += misses
+            if computed:
+                counts["computed_requests"] += 1
+                counts["computed_us"] += int(seconds * 1_000_000)
+            else:
+                counts["cached_requests"] += 1
+                counts["cached_us"] += int(seconds * 1_000_000)
             if hot_samples:
                 counts["hot_samples"] += hot_samples
 

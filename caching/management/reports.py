@@ -28,6 +28,10 @@ STATS_LABELS = (
     ("hits", "instances served from the cache"),
     ("misses", "instances computed by the model"),
     ("bypassed", "instances passed through (cache bypassed)"),
+    ("cached_requests", "requests answered from the cache alone"),
+    ("cached_us", "time answering them (read-through)"),
+    ("computed_requests", "requests that called the model"),
+    ("computed_us", "time answering them (read-through)"),
     ("backend_calls", "backend calls"),
     ("backend_instances", "instances sent to the backend"),
     ("backend_answered", "instances the backend answered"),
@@ -69,7 +73,7 @@ def shown(field: str, value: Any) -> str:
         return f"{value * 100:.1f}%"
     if field == "backend_seconds_saved":
         return f"{value:,.3f} s"
-    if field == "backend_us":
+    if field in ("backend_us", "cached_us", "computed_us"):
         return f"{value / 1_000_000:,.3f} s"
     if field == "backend_ms_per_instance":
         return f"{value:,.3f} ms"

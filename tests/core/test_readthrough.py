@@ -27,6 +27,23 @@ def test_a_repeated_instance_is_a_hit_and_the_model_is_called_once():
     assert second.predictions == first.predictions and len(model.calls) == 1
 
 
+def test_requests_are_counted_as_answered_from_the_cache_or_by_the_model_with_their_time():
+    setup, model = make_cache(), Model()
+    model_time = 0.25
+
+    def slow_predict(instances, parameters, _predict=model.predict):
+        setup.clock.now += model_time
+        return _predict(instances, parameters)
+
+    model.predict = slow_predict  # type: ignore[method-assign]
+    setup.cache.predict(ECHO, model, [[1]], None)
+    setup.cache.predict(ECHO, model, [[1]], None)
+    setup.cache.predict(ECHO, model, [[1], [2]], None)
+    counts = setup.stats.pending(ECHO.namespace)
+    assert (counts["cached_requests"], counts["computed_requests"]) == (1, 2)
+    assert counts["cached_us"] == 0 and counts["computed_us"] == 2 * 250_000
+
+
 def test_a_partial_batch_with_a_duplicate_sends_only_the_distinct_misses_in_order():
     setup, model = make_cache(), Model()
     setup.cache.predict(ECHO, model, [{"n": 1}, {"n": 2}], None)
