@@ -98,7 +98,7 @@ class StatsRecorder:
                 counts["hot_samples"] += hot_samples
 
     def record_backend_error(self, namespace: str, *, code: str, seconds: float) -> None:
-        """A failed backend call: not kept in Redis; the metrics (caching/core/metrics_recorder.py) count it."""
+        """A failed backend call: not kept in Redis; the metrics (core/metrics_recorder.py) count it."""
 
     def pending(self, namespace: str) -> dict[str, int]:
         """Counts recorded in this process and not yet flushed to Redis."""
