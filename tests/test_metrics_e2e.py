@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from caching.core.errors import STATUS
 from tests.support.gunicorn_server import (
     GunicornServer,
     environment_serving_the_test_database,
@@ -178,6 +179,7 @@ def test_labels_are_registered_model_names_and_fixed_sets(server: GunicornServer
     assert labels["model"] <= {"metrics-a", "metrics-b"}
     assert labels["result"] <= RESULTS
     assert labels["cache"] <= CACHE_STATUSES
+    assert labels.get("code", set()) <= {*STATUS, "circuit_open"}
     assert set(labels) <= {"model", "result", "cache", "code", "status", "le"}
 
 
