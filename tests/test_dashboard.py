@@ -171,3 +171,19 @@ def test_without_redis_the_pages_say_so(admin_client, http_model, settings) -> N
         page = admin_client.get(path)
         assert page.status_code == 200
         assert b"Redis is unavailable" in page.content
+
+
+def test_the_overview_shows_a_lower_bound_as_one(admin_client, http_model) -> None:
+    import time
+
+    from caching.core.usage import CacheUsage, save_usage
+
+    runtime = get_runtime()
+    cut = CacheUsage(
+        entries=12, complete=False, sampled=4, sampled_bytes=4000, measured_at=time.time(), seconds=0.5
+    )
+    save_usage(
+        runtime.client, runtime.keyspace, runtime.keyspace.namespace(http_model.pk), cut, keep_seconds=60
+    )
+    row = admin_client.get("/admin/dashboard/").content.decode()
+    assert "≥ 12" in row and "≥ 11.7\xa0KB" in row

@@ -90,3 +90,23 @@ def test_a_process_reports_its_open_breakers_and_withdraws_them_once_closed(clie
     registry.get(namespace).success()
     assert stats.flush(client_redis, keyspace)
     assert client_redis.hgetall(keyspace.breakers(namespace)) == {}
+
+
+def test_a_usage_measurement_past_its_budget_is_a_lower_bound(client_redis, keyspace) -> None:
+    from caching.core.usage import measure_usage, parse_usage, save_usage
+
+    namespace, other = keyspace.namespace(1), keyspace.namespace(2)
+    client_redis.mset({keyspace.entry(namespace, f"{number:032x}"): b"x" * 100 for number in range(300)})
+    client_redis.mset({keyspace.entry(other, f"{number:032x}"): b"y" for number in range(50)})
+
+    whole = measure_usage(client_redis, keyspace, namespace, scan_calls=10_000, batch=1000, samples=8)
+    assert (whole.entries, whole.complete, whole.sampled) == (300, True, 8)
+    assert whole.estimated_bytes == 300 * whole.sampled_bytes // 8
+    assert whole.estimated_bytes >= 300 * 100
+
+    cut = measure_usage(client_redis, keyspace, namespace, scan_calls=2, batch=10, samples=8)
+    assert not cut.complete and cut.entries < 300
+
+    save_usage(client_redis, keyspace, namespace, cut, keep_seconds=60)
+    assert parse_usage(client_redis.hgetall(keyspace.usage(namespace))) == cut
+    assert parse_usage(client_redis.hgetall(keyspace.usage(other))) is None
