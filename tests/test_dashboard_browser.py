@@ -34,12 +34,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    django_db_setup: None,
-    django_db_blocker: Any,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[GunicornServer]:
+def server_environment(
+    django_db_setup: None, django_db_blocker: Any, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     static_root = tmp_path_factory.mktemp("static")  # collected as a deployment does (DEBUG off)
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
@@ -47,14 +44,19 @@ def server(
         env={**os.environ, "DJANGO_STATIC_ROOT": str(static_root), "PYTHONPATH": str(REPO)},
         check=True,
     )
-    environment = {
+    return {
         **environment_serving_the_test_database(django_db_blocker, redis_url, name="dashboard"),
         "DJANGO_STATIC_ROOT": str(static_root),
         "WEB_CONCURRENCY": "1",
         "PREDCACHE_STATS_FLUSH_SECONDS": "0.2",  # the tests' default is never
     }
-    with gunicorn_server(tmp_path_factory.mktemp("dashboard"), environment=environment) as running:
-        running.key_prefix = environment["PREDCACHE_KEY_PREFIX"]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def server(
+    server_environment: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    with gunicorn_server(tmp_path_factory.mktemp("dashboard"), environment=server_environment) as running:
         yield running
 
 
@@ -82,7 +84,12 @@ def total(values: list[Any]) -> float:
 
 
 def test_the_dashboard_draws_what_clients_asked(
-    browser: Any, server: GunicornServer, backend: ModelServer, settings: Any, transactional_db: None
+    browser: Any,
+    server: GunicornServer,
+    server_environment: dict[str, str],
+    backend: ModelServer,
+    settings: Any,
+    transactional_db: None,
 ) -> None:
     from django.contrib.auth.models import Permission, User
     from playwright.sync_api import expect
@@ -103,7 +110,7 @@ def test_the_dashboard_draws_what_clients_asked(
         server.predict("echo", key, {"instances": [{"n": n % 4}]}).headers["X-Cache"] for n in range(8)
     ]
     assert outcomes == ["MISS"] * 4 + ["HIT"] * 8
-    settings.PREDCACHE_KEY_PREFIX = server.key_prefix  # type: ignore[attr-defined]
+    settings.PREDCACHE_KEY_PREFIX = server_environment["PREDCACHE_KEY_PREFIX"]  # read what the server wrote
     echo = ModelEndpoint.objects.get(name="echo")
     wait_until(lambda: model_stats(model=echo)["requests"] == 12, timeout=15, what="the server's stats flush")
 
