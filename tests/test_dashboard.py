@@ -72,6 +72,7 @@ def test_the_dashboard_is_for_staff_with_the_view_permission(client, django_user
     django_user_model.objects.create_user("clerk", password="pw", is_staff=True)
     client.login(username="clerk", password="pw")
     assert client.get("/admin/dashboard/").status_code == 403
+    assert b'href="/admin/dashboard/"' not in client.get("/admin/").content  # no link to a 403
     assert client.get("/admin/dashboard/echo/").status_code == 403
 
 

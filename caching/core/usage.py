@@ -4,7 +4,8 @@ Redis cannot count one model's keys without walking the keyspace, so a measureme
 the model's entry keys of at most ``scan_calls`` calls of ``batch`` keys (the whole keyspace of a
 Redis with fewer keys than that; otherwise the count is a lower bound, and says so), plus one
 pipelined MEMORY USAGE of the first ``samples`` entries found. Memory is estimated as entries times
-their mean sampled size. Entries a purge made unreachable count until reclaimed or expired.
+their mean sampled size. Entries a purge made unreachable count until reclaimed or expired;
+SCAN may return a key twice while Redis resizes its table, so a count can be a little high.
 The result is stored in the model's usage hash, for the dashboard to read.
 """
 
