@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from caching.backends import BuildContext
 from caching.backends.base import Backend
 from caching.backends.http import shared_connection_pools
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
+from caching.core.breaker_report import BreakerReport
 from caching.core.hotset import HotSampler
 from caching.core.keys import KeySpace
 from caching.core.memo import ExpiringMemo
@@ -202,32 +204,45 @@ def _build() -> Runtime:
         half_life=settings.PREDCACHE_HOT_HALF_LIFE_SECONDS,
         capacity=settings.PREDCACHE_HOT_SET_SIZE,
     )
-    stats = MetricsRecorder(alongside=[hot])
+
+    def breakers() -> list[tuple[str, CircuitBreaker]]:
+        # The cache's, read at each flush: a test may give the cache other breakers.
+        return [*cache.backend_breakers.items(), (keyspace.all_models(), cache.redis_breaker)]
+
+    # Breakers are per process: each reports those not closed with its counters (the dashboard).
+    breaker_report = BreakerReport(breakers, f"{socket.gethostname()}:{os.getpid()}")
+    stats = MetricsRecorder(
+        alongside=[hot, breaker_report],
+        minutes_kept_seconds=int(settings.PREDCACHE_DASHBOARD_RETENTION_HOURS * 3600),
+    )
+    redis_breaker = CircuitBreaker(
+        "redis",
+        failure_threshold=settings.PREDCACHE_REDIS_BREAKER_FAILURES,
+        reset_seconds=settings.PREDCACHE_REDIS_BREAKER_RESET_SECONDS,
+        listener=stats.redis_breaker_listener,
+    )
+    backend_breakers = BreakerRegistry(
+        failure_threshold=settings.PREDCACHE_BACKEND_BREAKER_FAILURES,
+        reset_seconds=settings.PREDCACHE_BACKEND_BREAKER_RESET_SECONDS,
+        listener=stats.backend_breaker_listener,
+    )
     http_pool = shared_connection_pools()
+    cache = ReadThroughCache(
+        store,
+        max_depth=settings.PREDCACHE_MAX_DEPTH,
+        stats=stats,
+        redis_breaker=redis_breaker,
+        backend_breakers=backend_breakers,
+        single_flight_wait=settings.PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS,
+        hot=hot,
+    )
     runtime = Runtime(
         client=client,
         keyspace=keyspace,
         store=store,
         stats=stats,
         hot=hot,
-        cache=ReadThroughCache(
-            store,
-            max_depth=settings.PREDCACHE_MAX_DEPTH,
-            stats=stats,
-            redis_breaker=CircuitBreaker(
-                "redis",
-                failure_threshold=settings.PREDCACHE_REDIS_BREAKER_FAILURES,
-                reset_seconds=settings.PREDCACHE_REDIS_BREAKER_RESET_SECONDS,
-                listener=stats.redis_breaker_listener,
-            ),
-            backend_breakers=BreakerRegistry(
-                failure_threshold=settings.PREDCACHE_BACKEND_BREAKER_FAILURES,
-                reset_seconds=settings.PREDCACHE_BACKEND_BREAKER_RESET_SECONDS,
-                listener=stats.backend_breaker_listener,
-            ),
-            single_flight_wait=settings.PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS,
-            hot=hot,
-        ),
+        cache=cache,
         http_pool=http_pool,
         backends=BackendCache(BuildContext(model_dir=settings.PREDCACHE_MODEL_DIR, http_pool=http_pool)),
         served_models=ExpiringMemo(settings.PREDCACHE_CONFIG_CACHE_SECONDS),

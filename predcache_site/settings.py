@@ -175,6 +175,10 @@ PREDCACHE_MAX_DEPTH = env.int("PREDCACHE_MAX_DEPTH", default=32)
 PREDCACHE_CONFIG_CACHE_SECONDS = env.float("PREDCACHE_CONFIG_CACHE_SECONDS", default=1.0)
 PREDCACHE_API_KEY_CACHE_SECONDS = env.float("PREDCACHE_API_KEY_CACHE_SECONDS", default=5.0)
 PREDCACHE_STATS_FLUSH_SECONDS = env.float("PREDCACHE_STATS_FLUSH_SECONDS", default=1.0)
+# The dashboard: per-minute counters kept this long (0: none kept), and a model's entry count and
+# memory re-measured when its page is opened and the last measurement is older than this.
+PREDCACHE_DASHBOARD_RETENTION_HOURS = env.float("PREDCACHE_DASHBOARD_RETENTION_HOURS", default=24.0)
+PREDCACHE_USAGE_MAX_AGE_SECONDS = env.int("PREDCACHE_USAGE_MAX_AGE_SECONDS", default=300)
 # Refresh-ahead's hot set: 1 in this many fresh hits is sampled (0: off), counted in process and
 # flushed with the stats; per model Redis keeps the hottest PREDCACHE_HOT_SET_SIZE, their counts
 # halving every PREDCACHE_HOT_HALF_LIFE_SECONDS.

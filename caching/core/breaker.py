@@ -153,6 +153,11 @@ class BreakerRegistry:
         self._lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
 
+    def items(self) -> list[tuple[str, CircuitBreaker]]:
+        """Each name with its breaker, as a list taken under the lock (safe to walk while others add)."""
+        with self._lock:
+            return list(self._breakers.items())
+
     def get(self, name: str) -> CircuitBreaker:
         """The breaker for ``name``, the same object on every call."""
         with self._lock:

@@ -120,6 +120,22 @@ class KeySpace:
     def stats(self, namespace: str) -> str:
         return f"{namespace}:stats"
 
+    def all_models(self) -> str:
+        """A namespace holding what is summed over every model (the dashboard's totals)."""
+        return f"{self.prefix}{{{self.installation}.all}}"
+
+    def minute_stats(self, namespace: str, minute: int) -> str:
+        """A hash of the counters added in one minute (``minute``: Unix seconds // 60), kept a while."""
+        return f"{namespace}:stats:m:{minute}"
+
+    def breakers(self, namespace: str) -> str:
+        """A hash: each process whose backend breaker of the model is not closed to its state."""
+        return f"{namespace}:breakers"
+
+    def usage(self, namespace: str) -> str:
+        """A hash: the model's last measured entry count and memory (the dashboard's)."""
+        return f"{namespace}:usage"
+
     def hot(self, namespace: str) -> str:
         """A sorted set of the model's most requested digests, by decayed sample count."""
         return f"{namespace}:hot"

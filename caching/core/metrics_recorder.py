@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,8 +97,8 @@ class MetricsRecorder(StatsRecorder):
     and errors, breakers, warms) is rare next to hits and written at once.
     """
 
-    def __init__(self, alongside: tuple[PendingWrites, ...] | list[PendingWrites] = ()) -> None:
-        super().__init__(alongside)
+    def __init__(self, alongside: Sequence[PendingWrites] = (), **options: Any) -> None:
+        super().__init__(alongside, **options)
         self._names: dict[str, str] = {}  # namespace -> model name
         self._labels: set[str] = set()  # every model label this process used: its series stay
         self._series: dict[str, _Series] = {}  # namespace -> its children

@@ -127,7 +127,7 @@ class RedisUpkeep:
         it is never served, and it may be a newer format this process does not know.
         Raises CacheUnavailable.
         """
-        pattern = self.keyspace.entry(_glob_escaped(namespace), "*")
+        pattern = self.keyspace.entry(glob_escaped(namespace), "*")
         freed = 0
         cursor = 0
         try:
@@ -190,6 +190,6 @@ def _header_or_none(prefix: bytes) -> dict[str, Any] | None:
         return None
 
 
-def _glob_escaped(text: str) -> str:
+def glob_escaped(text: str) -> str:
     """``text`` matched literally by a SCAN MATCH pattern (the key prefix is operator-chosen)."""
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 import redis
 
 from caching.core.keys import KeySpace
 from caching.core.store import REDIS_FAILURES, CacheUnavailable
+from caching.core.timeline import minute_of, queue_minute_counts
 
 STAT_FIELDS = (
     "requests",
@@ -56,12 +58,24 @@ class PendingWrites(Protocol):
 
 
 class StatsRecorder:
-    """Thread-safe counters per model namespace; :meth:`flush` adds them to Redis hashes."""
+    """Thread-safe counters per model namespace; :meth:`flush` adds them to Redis hashes.
 
-    def __init__(self, alongside: Sequence[PendingWrites] = ()) -> None:
+    With ``minutes_kept_seconds`` the flush also adds them to per-minute hashes kept that long
+    (:mod:`caching.core.timeline`, the dashboard's charts).
+    """
+
+    def __init__(
+        self,
+        alongside: Sequence[PendingWrites] = (),
+        *,
+        minutes_kept_seconds: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._lock = threading.Lock()
         self._pending: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._alongside = tuple(alongside)  # flushed in the same pipeline (hot-key samples)
+        self._minutes_kept_seconds = minutes_kept_seconds
+        self._clock = clock
 
     def record(self, namespace: str, **counts: int) -> None:
         with self._lock:
@@ -117,6 +131,14 @@ class StatsRecorder:
             for field, amount in counts.items():
                 if amount:
                     pipe.hincrby(keyspace.stats(namespace), field, amount)
+        if self._minutes_kept_seconds > 0:
+            queue_minute_counts(
+                pipe,
+                keyspace,
+                pending,
+                minute=minute_of(self._clock()),
+                retention_seconds=self._minutes_kept_seconds,
+            )
         counters = len(pipe)
         for writes in self._alongside:
             writes.write_pending(pipe, keyspace)
