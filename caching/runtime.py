@@ -30,9 +30,9 @@ from caching.core.breaker_report import BreakerReport
 from caching.core.hotset import HotSampler
 from caching.core.keys import KeySpace
 from caching.core.memo import ExpiringMemo
+from caching.core.metrics_recorder import MetricsRecorder
 from caching.core.readthrough import ReadThroughCache
 from caching.core.redis_store import RedisPredictionStore
-from caching.core.stats import StatsRecorder
 from caching.core.store import PredictionStore, redis_client
 from caching.installation import installation_id
 
@@ -120,7 +120,7 @@ class Runtime:
     client: redis.Redis
     keyspace: KeySpace
     store: PredictionStore
-    stats: StatsRecorder
+    stats: MetricsRecorder  # the per-model counters (flushed to Redis) and the Prometheus metrics
     hot: HotSampler  # fresh hits sampled for refresh-ahead, flushed with the stats
     cache: ReadThroughCache
     http_pool: Any  # urllib3.PoolManager shared by the http backends
@@ -129,11 +129,12 @@ class Runtime:
     verified_keys: ExpiringMemo[str, Any]  # API key checks (authentication)
     background: BackgroundJobs
     pid: int = field(default_factory=os.getpid)  # the process that built it
-    stop_flusher: threading.Event = field(default_factory=threading.Event)
+    stop_flusher: threading.Event = field(default_factory=threading.Event)  # and the metrics publisher
 
     def close(self) -> None:
         """Stop this process's threads, flush the counters, close connections."""
         self.stop_flusher.set()
+        self.stats.publish()
         self.stats.flush(self.client, self.keyspace)
         self.background.shutdown()
         self.cache.shutdown()
@@ -203,15 +204,6 @@ def _build() -> Runtime:
         half_life=settings.PREDCACHE_HOT_HALF_LIFE_SECONDS,
         capacity=settings.PREDCACHE_HOT_SET_SIZE,
     )
-    redis_breaker = CircuitBreaker(
-        "redis",
-        failure_threshold=settings.PREDCACHE_REDIS_BREAKER_FAILURES,
-        reset_seconds=settings.PREDCACHE_REDIS_BREAKER_RESET_SECONDS,
-    )
-    backend_breakers = BreakerRegistry(
-        failure_threshold=settings.PREDCACHE_BACKEND_BREAKER_FAILURES,
-        reset_seconds=settings.PREDCACHE_BACKEND_BREAKER_RESET_SECONDS,
-    )
 
     def breakers() -> list[tuple[str, CircuitBreaker]]:
         # The cache's, read at each flush: a test may give the cache other breakers.
@@ -219,9 +211,20 @@ def _build() -> Runtime:
 
     # Breakers are per process: each reports those not closed with its counters (the dashboard).
     breaker_report = BreakerReport(breakers, f"{socket.gethostname()}:{os.getpid()}")
-    stats = StatsRecorder(
+    stats = MetricsRecorder(
         alongside=[hot, breaker_report],
         minutes_kept_seconds=int(settings.PREDCACHE_DASHBOARD_RETENTION_HOURS * 3600),
+    )
+    redis_breaker = CircuitBreaker(
+        "redis",
+        failure_threshold=settings.PREDCACHE_REDIS_BREAKER_FAILURES,
+        reset_seconds=settings.PREDCACHE_REDIS_BREAKER_RESET_SECONDS,
+        listener=stats.redis_breaker_listener,
+    )
+    backend_breakers = BreakerRegistry(
+        failure_threshold=settings.PREDCACHE_BACKEND_BREAKER_FAILURES,
+        reset_seconds=settings.PREDCACHE_BACKEND_BREAKER_RESET_SECONDS,
+        listener=stats.backend_breaker_listener,
     )
     http_pool = shared_connection_pools()
     cache = ReadThroughCache(
@@ -254,6 +257,12 @@ def _build() -> Runtime:
             name="predcache-stats",
             daemon=True,
         ).start()
+    threading.Thread(
+        target=_publish_metrics_forever,
+        args=(runtime, settings.PREDCACHE_METRICS_PUBLISH_SECONDS),
+        name="predcache-metrics",
+        daemon=True,
+    ).start()
     return runtime
 
 
@@ -261,6 +270,7 @@ def _flush_at_exit() -> None:
     """At exit, add this process's last counts to Redis (a child's runtime is its own, by the pid)."""
     runtime = _current
     if runtime is not None and runtime.pid == os.getpid() and not runtime.stop_flusher.is_set():
+        runtime.stats.publish()
         runtime.stats.flush(runtime.client, runtime.keyspace)
 
 
@@ -274,3 +284,12 @@ def _flush_stats_forever(runtime: Runtime, interval: float) -> None:
                 logger.debug("stats flush failed; counts kept for the next attempt")
         except Exception:  # the flusher must outlive any surprise; counts are best effort
             logger.exception("stats flush crashed; will try again")
+
+
+def _publish_metrics_forever(runtime: Runtime, interval: float) -> None:
+    """Write the requests tallied in process to the Prometheus files (no Redis: nothing to fail on)."""
+    while not runtime.stop_flusher.wait(interval):
+        try:
+            runtime.stats.publish()
+        except Exception:  # a full disk, say: the next round tries again, the process goes on
+            logger.exception("publishing the metrics failed; will try again")

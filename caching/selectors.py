@@ -97,6 +97,7 @@ def served_model_build(*, model: ModelEndpoint) -> ServedModel:
         backend_timeout=model.timeout_seconds,
         model_id=model.pk,
     )
+    get_runtime().stats.name_model(spec.namespace, spec.model_name)  # the metrics' model label
     return ServedModel(
         name=model.name, model_id=model.pk, spec=spec, backend=backend, config_error=config_error
     )

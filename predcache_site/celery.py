@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, worker_ready
+from celery.signals import beat_init, worker_process_shutdown, worker_ready
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "predcache_site.settings")
@@ -42,3 +42,11 @@ def _warn_if_the_broker_may_lose_tasks(**_: Any) -> None:
     warning = broker_eviction_warning()
     if warning:
         logger.warning(warning)
+
+
+@worker_process_shutdown.connect
+def _forget_the_live_gauges_of_an_exiting_child(pid: int | None = None, **_: Any) -> None:
+    """A prefork child's breaker states leave /metrics with it (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid or os.getpid())

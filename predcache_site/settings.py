@@ -10,6 +10,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from predcache_site.broker import redis_broker_tls, redis_url_with_password
+from predcache_site.metrics_dir import metrics_dir
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -185,6 +186,19 @@ PREDCACHE_HOT_SAMPLE_RATE = env.int("PREDCACHE_HOT_SAMPLE_RATE", default=10)
 PREDCACHE_HOT_SET_SIZE = env.int("PREDCACHE_HOT_SET_SIZE", default=1000)
 PREDCACHE_HOT_HALF_LIFE_SECONDS = env.float("PREDCACHE_HOT_HALF_LIFE_SECONDS", default=600.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREDCACHE_MAX_BODY_BYTES
+
+# --- /metrics (Prometheus) -----------------------------------------------------------------------
+# Every process of this host (gunicorn workers, Celery workers) keeps its counters in files here and
+# /metrics adds them up; default var/prometheus. Set before prometheus_client is imported anywhere.
+PROMETHEUS_MULTIPROC_DIR = metrics_dir()
+# Unset: /metrics answers anyone who reaches it (scraped from inside the network). Set: only a
+# request with "Authorization: Bearer <token>".
+PREDCACHE_METRICS_TOKEN = env.str("PREDCACHE_METRICS_TOKEN", default="")
+# Each process tallies client requests in memory and writes them to its file this often (a hit
+# then costs no file write); /metrics may lag a process's requests by up to this long.
+PREDCACHE_METRICS_PUBLISH_SECONDS = env.float("PREDCACHE_METRICS_PUBLISH_SECONDS", default=1.0)
+if PREDCACHE_METRICS_PUBLISH_SECONDS <= 0:
+    raise ImproperlyConfigured("PREDCACHE_METRICS_PUBLISH_SECONDS must be positive")
 
 # --- Celery: warming, refresh-ahead, scheduled purges (predcache_site/celery.py) ------------------
 # The broker: the cache's Redis unless set apart (Redis with noeviction, or RabbitMQ amqp://...).

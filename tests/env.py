@@ -1,6 +1,7 @@
 """Loaded with ``-p tests.env`` before Django settings are read: test-only environment defaults."""
 
 import os
+import tempfile
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "predcache_site.settings")
@@ -12,3 +13,5 @@ os.environ.setdefault("PREDCACHE_INSTALLATION_ID", "tests")
 # Background work runs on this process's threads, as where no worker runs; tests of the Celery
 # side start a real worker and switch it on (tests/conftest.py, on_worker).
 os.environ.setdefault("PREDCACHE_BACKGROUND_IN_WORKERS", "false")
+# The test process's own metrics files, apart from var/prometheus (a server there may be running).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="predcache-test-metrics-"))

@@ -355,3 +355,33 @@ def test_warm_set_rows_are_what_the_tasks_read(on_worker, backend):
     )
     assert not WarmRun.objects.exists() and not WarmSet.objects.exists()
     assert backend.calls() == []
+
+
+def test_the_workers_warm_shows_in_the_metrics_of_another_process(on_worker, backend):
+    from django.test import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    model = _model(backend, "metrics-warmed", warm_batch_size=10, warm_rate=CLEAR)
+    warm_set = _warm_set(model, 12)
+    current_app.send_task("predcache.warm_set", args=[warm_set.pk])
+    _ended(warm_set=warm_set)
+    seen: dict[str, float] = {}
+
+    def counted() -> bool:
+        # The worker shares this process's PROMETHEUS_MULTIPROC_DIR: /metrics here adds its file.
+        text = Client().get("/metrics").content.decode()
+        seen.clear()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.labels.get("model") == "metrics-warmed":
+                    seen[sample.name + str(sorted(sample.labels.items()))] = sample.value
+        return bool(
+            seen.get("predcache_warm_runs_total[('model', 'metrics-warmed'), ('status', 'finished')]")
+        )
+
+    wait_until(counted, timeout=10, what="the worker's warm run in /metrics")
+    assert seen["predcache_warmed_instances_total[('model', 'metrics-warmed')]"] == 12
+    assert seen["predcache_backend_calls_total[('model', 'metrics-warmed')]"] == 2
+    assert seen["predcache_warm_runs_total[('model', 'metrics-warmed'), ('status', 'finished')]"] == 1
+    # A warm is no client's request.
+    assert seen.get("predcache_requests_total[('model', 'metrics-warmed')]", 0) == 0

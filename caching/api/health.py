@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and where the metrics scraper is answered first."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from caching.api.metrics import metrics
 from caching.core.store import REDIS_FAILURES
 from caching.installation import InstallationUnnamed
 from caching.runtime import get_runtime
@@ -41,15 +42,20 @@ def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
-_PROBES: dict[str, Callable[[HttpRequest], JsonResponse]] = {"/healthz": healthz, "/readyz": readyz}
+_PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+    "/healthz": healthz,
+    "/readyz": readyz,
+    "/metrics": metrics,
+}
 
 
 class ProbeMiddleware:
-    """Answers the health probes first, before any middleware validates the Host header.
+    """Answers the health probes and /metrics first, before any middleware validates the Host header.
 
     Platforms (Cloud Run, Kubernetes) probe a container by its address, a Host that
-    ``DJANGO_ALLOWED_HOSTS`` rightly does not list; the probes reveal nothing a host check
-    protects.
+    ``DJANGO_ALLOWED_HOSTS`` rightly does not list, and Prometheus scrapes it the same way; the
+    probes reveal nothing a host check protects, and /metrics takes a token where its counts
+    are not for everyone who reaches the port.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from caching.api import admin_api, health, vertex, views
+from caching.api import admin_api, health, metrics, vertex, views
 
 urlpatterns = [
     # The name is validated in the view so that any name, however hostile, gets a JSON 404.
@@ -12,4 +12,5 @@ urlpatterns = [
     re_path(r"^v1/admin/models/(?P<model>[^/]*):purge$", admin_api.PurgeView.as_view(), name="admin-purge"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

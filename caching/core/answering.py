@@ -42,9 +42,8 @@ def merged_prediction(
     hits = len(digests) - misses
     served = [answers.entry(digest) for digest in digests]
     from_cache = [answers.entry(d) for d in first_index if d not in computed]
-    stale_served = any(d in answers.stale for d in digests) or any(
-        d in answers.fallback and d not in computed for d in digests
-    )
+    stale = sum(1 for d in digests if d in answers.stale or (d in answers.fallback and d not in computed))
+    stale_served = stale > 0
     status = STALE if stale_served else (HIT if not misses else (MISS if not hits else PARTIAL))
     return Prediction(
         predictions=[entry.prediction for entry in served],
@@ -58,4 +57,5 @@ def merged_prediction(
         stored=answers.stored,
         version_change=answers.version_change,
         age=int(max(entry.age(now) for entry in from_cache)) if from_cache else None,
+        stale=stale,
     )

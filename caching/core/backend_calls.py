@@ -62,19 +62,22 @@ class BackendCaller:
             result = checked_result(backend.predict(instances, parameters), len(instances))
         except BackendRejectedInput as exc:
             breaker.neutral()
+            self._failed(spec, exc, started)
             raise client_numbered(exc, positions) from exc
-        except (BackendUnavailable, BackendTimeout):
+        except (BackendUnavailable, BackendTimeout) as exc:
             breaker.failure()
+            self._failed(spec, exc, started)
             raise
-        except BackendError:
+        except BackendError as exc:
             breaker.neutral()
+            self._failed(spec, exc, started)
             raise
         except Exception as exc:  # a model's own code failing is the model's error, not a 500
             breaker.neutral()
             logger.exception("%s raised", spec.model_name)
-            raise BackendError(
-                with_reason(f"{spec.model_name} failed ({type(exc).__name__})", str(exc))
-            ) from exc
+            error = BackendError(with_reason(f"{spec.model_name} failed ({type(exc).__name__})", str(exc)))
+            self._failed(spec, error, started)
+            raise error from exc
         except BaseException:
             breaker.neutral()  # interrupted: nothing learned about the model
             raise
@@ -83,3 +86,8 @@ class BackendCaller:
         elapsed_us = round((time.perf_counter() - started) * 1_000_000)
         self.stats.record(spec.namespace, backend_us=elapsed_us, backend_answered=len(instances))
         return result
+
+    def _failed(self, spec: CacheSpec, error: BackendError, started: float) -> None:
+        self.stats.record_backend_error(
+            spec.namespace, code=error.code, seconds=time.perf_counter() - started
+        )

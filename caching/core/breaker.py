@@ -6,12 +6,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half-open"
+
+
+class BreakerListener(Protocol):
+    """Told of each failure a breaker records and of each change of its state (the metrics)."""
+
+    def breaker_failed(self, name: str) -> None: ...
+
+    def breaker_changed(self, name: str, state: str) -> None: ...
 
 
 class CircuitBreaker:
@@ -31,6 +40,7 @@ class CircuitBreaker:
         failure_threshold: int = 3,
         reset_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        listener: BreakerListener | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
@@ -46,6 +56,7 @@ class CircuitBreaker:
         # When the breaker opened, or when the current half-open probe was let through.
         self._since = 0.0
         self._probe: int | None = None  # the thread making the half-open probe
+        self._listener = listener
 
     @property
     def state(self) -> str:
@@ -67,6 +78,7 @@ class CircuitBreaker:
             self._state = HALF_OPEN
             self._since = now
             self._probe = threading.get_ident()
+            self._changed()
             return True
 
     def success(self) -> None:
@@ -74,20 +86,24 @@ class CircuitBreaker:
         if self._state == CLOSED and not self._failures:  # nothing to change (read without the lock)
             return
         with self._lock:
+            self._failures = 0
             if self._state != CLOSED:
                 logger.info("circuit breaker %s closed", self.name)
-            self._state = CLOSED
-            self._failures = 0
+                self._state = CLOSED
+                self._changed()
 
     def failure(self) -> None:
         """Record a failed call: open at the threshold, or re-open for a full period if it was the probe."""
         with self._lock:
             self._failures += 1
+            if self._listener is not None:
+                self._listener.breaker_failed(self.name)
             # A late failure while already open must not push the probe further out.
             if self._state == OPEN or (self._state == CLOSED and self._failures < self.failure_threshold):
                 return
             self._state = OPEN
             self._since = self._clock()
+            self._changed()
             logger.warning(
                 "circuit breaker %s opened after %d consecutive failures; next probe in %.1f s",
                 self.name,
@@ -106,6 +122,11 @@ class CircuitBreaker:
                 self._since = self._clock() - self.reset_seconds
                 self._probe = None
 
+    def _changed(self) -> None:
+        """Tell the listener the new state (with the lock held: changes arrive in their order)."""
+        if self._listener is not None:
+            self._listener.breaker_changed(self.name, self._state)
+
     def retry_after(self) -> float:
         """Seconds until a probe will be let through (0 when closed or when one is due now)."""
         with self._lock:
@@ -123,10 +144,12 @@ class BreakerRegistry:
         failure_threshold: int = 3,
         reset_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        listener: BreakerListener | None = None,
     ) -> None:
         self.failure_threshold = failure_threshold
         self.reset_seconds = reset_seconds
         self._clock = clock
+        self._listener = listener
         self._lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
 
@@ -145,6 +168,7 @@ class BreakerRegistry:
                     failure_threshold=self.failure_threshold,
                     reset_seconds=self.reset_seconds,
                     clock=self._clock,
+                    listener=self._listener,
                 )
                 self._breakers[name] = breaker
             return breaker

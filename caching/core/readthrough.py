@@ -189,6 +189,7 @@ class ReadThroughCache:
                 hot_samples=sampled,
                 computed=prediction.misses > 0,
                 seconds=self._monotonic() - started,
+                stale=prediction.stale,
             )
         return prediction
 

@@ -128,6 +128,7 @@ class Prediction:
     stored: bool = False  # the fresh predictions were written to the cache
     version_change: VersionChange | None = None  # this request's answer moved the cache
     age: int | None = None  # seconds since the oldest cached prediction served was computed
+    stale: int = 0  # of the hits, instances answered with a stale entry
 
 
 def tag_of(entry: CachedPrediction) -> str:

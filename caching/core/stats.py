@@ -82,11 +82,20 @@ class StatsRecorder:
             self._pending[namespace].update(counts)
 
     def record_request(
-        self, namespace: str, *, hits: int, misses: int, hot_samples: int, computed: bool, seconds: float
+        self,
+        namespace: str,
+        *,
+        hits: int,
+        misses: int,
+        hot_samples: int,
+        computed: bool,
+        seconds: float,
+        stale: int = 0,
     ) -> None:
         """One client request, answered in ``seconds``, ``computed`` if it called the model.
 
-        :meth:`record` for the request path, without its keyword dict.
+        :meth:`record` for the request path, without its keyword dict. ``stale``: of the hits,
+        those served stale (counted as hits here; the metrics tell them apart).
         """
         with self._lock:
             counts = self._pending[namespace]
@@ -101,6 +110,9 @@ class StatsRecorder:
                 counts["cached_us"] += int(seconds * 1_000_000)
             if hot_samples:
                 counts["hot_samples"] += hot_samples
+
+    def record_backend_error(self, namespace: str, *, code: str, seconds: float) -> None:
+        """A failed backend call: not kept in Redis; the metrics (core/metrics_recorder.py) count it."""
 
     def pending(self, namespace: str) -> dict[str, int]:
         """Counts recorded in this process and not yet flushed to Redis."""

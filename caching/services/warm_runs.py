@@ -7,6 +7,7 @@ import logging
 from django.utils import timezone
 
 from caching.models import ModelEndpoint, WarmRun, WarmRunStatus, WarmSet
+from caching.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def warm_run_end(run: WarmRun, status: str, message: str) -> None:
     run.status, run.finished_at = status, timezone.now()
     warm_run_save(run, message=message)
     logger.info("warm run %s of %s %s: %s", run.pk, run.model.name, status, message or "ok")
+    get_runtime().stats.record_warm_run(model_name=run.model.name, status=status, warmed=run.computed)
     # Scheduled warms add a row every run: keep the history an operator reads, not all of it.
     older = WarmRun.objects.filter(model_id=run.model_id).values_list("pk", flat=True)[RUNS_KEPT:]
     WarmRun.objects.filter(pk__in=list(older), status__in=ENDED).delete()

@@ -1,0 +1,76 @@
+"""/metrics in process: open by default, the token when set, what the Celery side's warms add."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.django_db
+
+
+def scrape(**headers: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = Client().get("/metrics", headers=headers)
+    assert response.status_code == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_are_open_when_no_token_is_set(api: Any, http_model: Any, settings: Any) -> None:
+    settings.PREDCACHE_METRICS_TOKEN = ""
+    before = scrape()
+    assert api.predict("echo", {"instances": [[1], [2]]})["X-Cache"] == "MISS"
+    after = scrape()
+    assert (
+        value(after, "predcache_requests_total", model="echo")
+        - value(before, "predcache_requests_total", model="echo")
+        == 1
+    )
+    assert (
+        value(after, "predcache_instances_total", model="echo", result="miss")
+        - value(before, "predcache_instances_total", model="echo", result="miss")
+        == 2
+    )
+
+
+def test_the_token_when_set(settings: Any) -> None:
+    settings.PREDCACHE_METRICS_TOKEN = "s3cret"
+    refused = Client().get("/metrics", headers={"Authorization": "Bearer s3cre"})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "not_authenticated"
+    assert scrape(Authorization="Bearer s3cret")  # answered
+
+
+def test_a_warm_run_counts_the_run_and_the_instances_it_warmed(
+    backend: Any, http_model: Any, tmp_path: Any
+) -> None:
+    instances = tmp_path / "instances.jsonl"
+    instances.write_text("".join(f"[{i}]\n" for i in range(7)))
+    before = scrape()
+    call_command("predcache", "warm", "echo", "--file", str(instances))
+    after = scrape()
+    labels = {"model": "echo", "status": "finished"}
+    assert (
+        value(after, "predcache_warm_runs_total", **labels)
+        - value(before, "predcache_warm_runs_total", **labels)
+        == 1
+    )
+    assert (
+        value(after, "predcache_warmed_instances_total", model="echo")
+        - value(before, "predcache_warmed_instances_total", model="echo")
+        == 7
+    )
+    # A warm is no client's request: it is not counted as requests or misses.
+    assert value(after, "predcache_requests_total", model="echo") == value(
+        before, "predcache_requests_total", model="echo"
+    )
