@@ -37,9 +37,12 @@ from bench.batch import Predcache  # noqa: E402
 from bench.hit_path import percentile, table  # noqa: E402
 from tests.support.processes import model_server  # noqa: E402
 
+WARMUP_ROUNDS, WARMUP_CLIENTS = 2, 16
 
-def stampede(predcache: Predcache, clients: int, body: bytes) -> list[tuple[float, str | None]]:
-    """``clients`` connections send ``body`` together; each one's (latency in ms, X-Cache)."""
+
+def stampede(predcache: Predcache, bodies: list[bytes]) -> list[tuple[float, str | None]]:
+    """A connection per body, each sending its body, all together; each one's (latency in ms, X-Cache)."""
+    clients = len(bodies)
     connections = [
         http.client.HTTPConnection("127.0.0.1", predcache.server.port, timeout=60) for _ in range(clients)
     ]
@@ -53,7 +56,7 @@ def stampede(predcache: Predcache, clients: int, body: bytes) -> list[tuple[floa
         connection = connections[slot]
         release.wait()
         start = time.perf_counter()
-        connection.request("POST", "/v1/models/echo:predict", body=body, headers=predcache.headers)
+        connection.request("POST", "/v1/models/echo:predict", body=bodies[slot], headers=predcache.headers)
         response = connection.getresponse()
         content = response.read()
         answers[slot] = ((time.perf_counter() - start) * 1000, response.getheader("X-Cache"))
@@ -73,6 +76,11 @@ def stampede(predcache: Predcache, clients: int, body: bytes) -> list[tuple[floa
     return answers
 
 
+def instance_body(*fields: object) -> bytes:
+    """A request for one instance made of ``fields``."""
+    return orjson.dumps({"instances": [{"stampede": list(fields)}]})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,10,50,100", help="concurrent clients, comma-separated")
@@ -89,12 +97,17 @@ def main() -> None:
         predcache = Predcache(stack, Path(tmp), model_url)
         model.request("POST", f"{model_url}/control", json={"delay": args.model_ms / 1000})
         run = uuid.uuid4().hex  # instances never seen before, whatever ran earlier
+        # Misses of distinct instances first, so that the rounds time stampedes, not a worker's first
+        # use of the model (loading it, connecting to the model server).
+        for warmup in range(WARMUP_ROUNDS):
+            stampede(
+                predcache, [instance_body(run, "warm-up", warmup, slot) for slot in range(WARMUP_CLIENTS)]
+            )
         for clients in counts:
             calls_per_round, answers = [], []
             for round_ in range(args.rounds):
                 model.request("POST", f"{model_url}/reset-calls", json={})
-                body = orjson.dumps({"instances": [{"run": run, "clients": clients, "round": round_}]})
-                answers += stampede(predcache, clients, body)
+                answers += stampede(predcache, [instance_body(run, clients, round_, 0)] * clients)
                 calls_per_round.append(len(model.request("GET", f"{model_url}/calls").json()["calls"]))
             rows.append((clients, calls_per_round, answers))
             print(f"  {clients} clients: backend calls per round {calls_per_round}", file=sys.stderr)
@@ -137,7 +150,9 @@ def report(rows: list[tuple[int, list[int], list[tuple[float, str | None]]]], ar
         "",
         f"`{command}` on {machine.description()}, {time.strftime('%Y-%m-%d')}. {args.rounds} rounds per "
         f"client count, each a new instance sent by N clients released together; the model answers "
-        f"in {args.model_ms:g} ms. predcache: gunicorn gthread, 2 workers x 4 threads, so past 8 "
+        f"in {args.model_ms:g} ms. Before them, {WARMUP_ROUNDS} x {WARMUP_CLIENTS} concurrent misses of "
+        "distinct instances, so every gunicorn worker has its model client and connection. "
+        "predcache: gunicorn gthread, 2 workers x 4 threads, so past 8 "
         "clients requests queue in gunicorn; the Python clients share the cores.",
         "",
         *table(
