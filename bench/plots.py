@@ -39,6 +39,19 @@ def grouped_bars(
     return save(figure, name)
 
 
+def bars(
+    name: str, *, title: str, labels: Sequence[str], values: Sequence[float], ylabel: str, value_format: str
+) -> Path:
+    """One bar per label, each labelled with its value."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    drawn = axes.bar(labels, values, color=[f"C{index}" for index in range(len(values))])
+    axes.bar_label(drawn, labels=[value_format.format(value) for value in values], fontsize=8)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.margins(y=0.15)
+    return save(figure, name)
+
+
 def lines(
     name: str,
     *,

@@ -153,12 +153,12 @@ def report(
 ) -> None:
     command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     predcache_ms = rows[2][1]
-    plot = plots.grouped_bars(
+    plot = plots.bars(
         "zipf",
         title=f"Zipf workload: mean latency per request (model {args.model_ms:g} ms)",
-        groups=["mean latency"],
-        series={name: [mean] for name, mean, _, _ in rows},
-        ylabel="ms",
+        labels=[name for name, *_ in rows],
+        values=[mean for _, mean, _, _ in rows],
+        ylabel="mean ms",
         value_format="{:.2f}",
     )
 
