@@ -67,6 +67,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a moment each: checks the harness only")
     parser.add_argument("--only", default="", help="these benchmarks alone, comma-separated")
     args = parser.parse_args()
+    names = [benchmark.name for benchmark in BENCHMARKS]
+    unknown = set(args.only.split(",")) - set(names) if args.only else set()
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
     chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only.split(",")]
     started = time.perf_counter()
     outcomes = []
