@@ -52,11 +52,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Every benchmark in bench/, about six minutes on 2 cores: tables on the terminal, bench/RESULTS.md
+# and the plots in bench/results/ (bench/run_all.py).
 bench: $(STAMP)
-	$(BIN)/python bench/hit_path.py
-	$(BIN)/python bench/warm.py
-	$(BIN)/python bench/batch.py
-	$(BIN)/python bench/zipf.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) var .pytest_cache .mypy_cache .ruff_cache

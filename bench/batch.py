@@ -3,7 +3,7 @@
 Every instance of each batch is cached (the batch was asked once before), so each request is a
 full HIT: one Redis MGET for all its instances. Runs on this machine in processes this script
 starts (its own Redis, SQLite file, model server, one predcache gunicorn). Prints a table and
-writes bench/results/batch.md.
+writes bench/results/batch.md, with a plot of the cost per instance, bench/results/batch.png.
 
     .venv/bin/python bench/batch.py [--seconds 5] [--sizes 1,10,100,1000]
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
+from bench import machine, plots  # noqa: E402
 from bench.hit_path import Server, call, load, percentile, table  # noqa: E402
 from predcache_site.local_redis import RedisServer  # noqa: E402
 from tests.support.processes import model_server  # noqa: E402
@@ -106,11 +106,20 @@ def main() -> None:
 
 def report(rows: list[tuple[int, float, list[float]]], args: Any) -> None:
     command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    plot = plots.lines(
+        "batch",
+        title="Cached batches: cost per instance (one connection, every instance a hit)",
+        xs=[size for size, _, _ in rows],
+        series={"mean latency per instance": [statistics.mean(lat) * 1000 / size for size, _, lat in rows]},
+        xlabel="instances per request",
+        ylabel="microseconds per instance",
+        log=True,
+    )
     lines = [
         "# Cached batches",
         "",
-        f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}. gunicorn gthread, 2 workers x 4 threads "
+        f"`{command}` on {machine.description()}, {time.strftime('%Y-%m-%d')}. "
+        "gunicorn gthread, 2 workers x 4 threads "
         "(predcache_site/gunicorn_conf.py), "
         f"{args.concurrency} client connection(s), {args.seconds:g} s per size; every request a full HIT "
         "(one Redis MGET). The Python load client shares the cores.",
@@ -130,6 +139,8 @@ def report(rows: list[tuple[int, float, list[float]]], args: Any) -> None:
                 for size, rps, latencies in rows
             ],
         ),
+        "",
+        plots.link(plot),
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -11,7 +11,8 @@ fresh hits) and on every hit (three more predcache gunicorns, loaded in turns, s
 measures a MISS against the demo model (iris, local) and the HTTP model server, next to calling
 each model directly. Everything runs on this machine in processes this script starts (its own
 Redis, SQLite file, model server, two gunicorns, then three for the A/B). Prints a table and writes
-bench/results/hit_path.md (not with --hit-vs-floor-only, which measures the first table alone).
+bench/results/hit_path.md with a plot of the first table, bench/results/hit_path.png (not with
+--hit-vs-floor-only, which measures the first table alone; --ab-rounds 0 leaves out the A/B).
 
     .venv/bin/python bench/hit_path.py [--seconds 5] [--concurrency 8] [--ab-rounds 3]
         [--turns 12] [--turn-seconds 1.5] [--hit-vs-floor-only]
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
+from bench import machine, plots  # noqa: E402
 from predcache_site.local_redis import RedisServer, free_port, wait_until  # noqa: E402
 from tests.support.processes import fake_vertex_server, model_server  # noqa: E402
 
@@ -53,7 +54,10 @@ class Server:
     def __init__(self, env: dict[str, str], settings_module: str, probe_path: str) -> None:
         self.port = free_port()
         env = {**env, "DJANGO_SETTINGS_MODULE": settings_module, "GUNICORN_BIND": f"127.0.0.1:{self.port}"}
+        # WhiteNoise's warning that collectstatic has not run, once per worker: no static file is served.
+        env.setdefault("PYTHONWARNINGS", "ignore:No directory at:UserWarning")
         command = [sys.executable, "-m", "gunicorn", "-c", "predcache_site/gunicorn_conf.py"]
+        command += ["--log-level", "warning"]  # the tables, not each worker's boot, on the terminal
         self.process = subprocess.Popen([*command, "predcache_site.wsgi"], cwd=REPO, env=env)
         self.probe_path = probe_path
         try:
@@ -135,7 +139,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="client connections in the load runs")
     parser.add_argument("--misses", type=int, default=300, help="sequential MISS requests per model")
     parser.add_argument(
-        "--ab-rounds", type=int, default=3, help="turns of each server in the A/Bs, per connection count"
+        "--ab-rounds",
+        type=int,
+        default=3,
+        help="turns of each server in the sampling A/B, per connection count (0: no A/B)",
     )
     parser.add_argument(
         "--turns", type=int, default=12, help="turns of the hit and each floor, per connection count"
@@ -224,21 +231,24 @@ def main() -> None:
             print("\n".join(hit_vs_floor_table(rows)))
             return
 
-        # Started only now, so the table above is measured with two gunicorns, as before.
-        with ExitStack() as ab_stack:
-            sampling_servers = []
-            for label, rate in SAMPLING:
-                # A key prefix each: their counters (and hot sets) stay apart, showing what each sampled.
-                server_env = {**env, "PREDCACHE_HOT_SAMPLE_RATE": rate, "PREDCACHE_KEY_PREFIX": f"ab{rate}:"}
-                server = Server(server_env, "predcache_site.settings", "/healthz")
-                ab_stack.callback(server.stop)
-                sampling_servers.append((label, server))
-            sampling_rows = sampling_ab(sampling_servers, hit_body, headers, args)
-            time.sleep(1.5)  # the servers' stats flushers run every second
-        sampled = {
-            label: sampled_share(redis.Redis.from_url(redis_server.url), f"ab{rate}:")
-            for label, rate in SAMPLING
-        }
+        sampling_rows, sampled = [], {}
+        if args.ab_rounds:
+            # Started only now, so the table above is measured with two gunicorns, as before.
+            with ExitStack() as ab_stack:
+                sampling_servers = []
+                for label, rate in SAMPLING:
+                    # A key prefix each: their counters (and hot sets) stay apart, showing what each sampled.
+                    prefix = f"ab{rate}:"
+                    server_env = {**env, "PREDCACHE_HOT_SAMPLE_RATE": rate, "PREDCACHE_KEY_PREFIX": prefix}
+                    server = Server(server_env, "predcache_site.settings", "/healthz")
+                    ab_stack.callback(server.stop)
+                    sampling_servers.append((label, server))
+                sampling_rows = sampling_ab(sampling_servers, hit_body, headers, args)
+                time.sleep(1.5)  # the servers' stats flushers run every second
+            sampled = {
+                label: sampled_share(redis.Redis.from_url(redis_server.url), f"ab{rate}:")
+                for label, rate in SAMPLING
+            }
 
         miss_rows = []
         import joblib
@@ -409,9 +419,18 @@ def sampled_share(client, prefix: str) -> float:
 def report(rows, miss_rows, sampling_rows, sampled, args) -> None:
     command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     hit_table = hit_vs_floor_table(rows)
+    plot = plots.grouped_bars(
+        "hit_path",
+        title="A cached single-instance request vs the floor (median turn)",
+        groups=[f"{concurrency} connection{'s' if concurrency > 1 else ''}" for concurrency, *_ in rows],
+        series={
+            label: [statistics.median(throughput[label]) for _, throughput, _ in rows] for label in rows[0][1]
+        },
+        ylabel="requests/s",
+    )
     off = {
         concurrency: statistics.mean(rps) for concurrency, label, rps, _ in sampling_rows if label == "off"
-    }
+    }  # empty with --ab-rounds 0
     sampling_table = table(
         [
             "connections",
@@ -451,8 +470,8 @@ def report(rows, miss_rows, sampling_rows, sampled, args) -> None:
     lines = [
         "# Hit path benchmark",
         "",
-        f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}. Both servers: gunicorn gthread, 2 workers x 4 threads "
+        f"`{command}` on {machine.description()}, {time.strftime('%Y-%m-%d')}. Both servers: "
+        "gunicorn gthread, 2 workers x 4 threads "
         "(predcache_site/gunicorn_conf.py); the Python load client shares the cores.",
         "",
         "## A cached single-instance request vs the floor: a bare Django view doing one Redis GET",
@@ -467,13 +486,22 @@ def report(rows, miss_rows, sampling_rows, sampled, args) -> None:
         "",
         *hit_table,
         "",
+        plots.link(plot),
+        "",
         "## Refresh-ahead's hot-key sampling on the hit path (A/B, same run)",
         "",
-        f"Three predcache gunicorns differing only in PREDCACHE_HOT_SAMPLE_RATE, each loaded "
-        f"{args.ab_rounds} times for {args.seconds:g} s in turns (off, default, every hit, off, ...); "
-        "samples are flushed with the stats every second. A hit stays one Redis MGET either way.",
-        "",
-        *sampling_table,
+        *(
+            [
+                f"Three predcache gunicorns differing only in PREDCACHE_HOT_SAMPLE_RATE, each loaded "
+                f"{args.ab_rounds} times for {args.seconds:g} s in turns (off, default, every hit, "
+                "off, ...); samples are flushed with the stats every second. A hit stays one Redis MGET "
+                "either way.",
+                "",
+                *sampling_table,
+            ]
+            if sampling_rows
+            else ["Not measured in this run (`--ab-rounds 0`)."]
+        ),
         "",
         f"## MISS latency ({args.misses} sequential requests, new instance each) vs calling the model",
         "",

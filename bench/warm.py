@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import urllib3  # noqa: E402
 
+from bench import machine  # noqa: E402
 from predcache_site.local_redis import RedisServer, wait_until  # noqa: E402
 from tests.support.processes import model_server  # noqa: E402
 
@@ -136,13 +136,12 @@ def main() -> None:
 
 def render(rows: list[tuple], cached_rows: list[tuple], latency_ms: float) -> str:
     """The results as Markdown."""
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {date.today()}"
-    )
+    command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
         "# Warm throughput",
         "",
-        f"`bench/warm.py` on {machine}. One prefork worker (concurrency 1) runs `predcache.warm_set`; "
+        f"`{command}` on {machine.description()}, {date.today()}. "
+        "One prefork worker (concurrency 1) runs `predcache.warm_set`; "
         f"the HTTP model server answers every call after {latency_ms:g} ms; Redis (cache and broker) "
         "and SQLite on the same machine. Time: the run's start to its end as its WarmRun row records "
         "them (the first batch goes at once, so a short throttled run beats its rate). At the model "

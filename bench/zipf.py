@@ -11,8 +11,11 @@ model that takes 30 ms (tests/support/model_server.py, its ``delay`` control). C
   call plus a hit, every other request a hit (predcache's measured mean HIT latency, and the
   measured mean latency of calling the model directly).
 
-Also counts the instances the model computed under predcache: each distinct instance exactly
-once. Prints a table and writes bench/results/zipf.md.
+For each condition the model server counts the instances it computed (backend instances); the
+instance hit ratio is the share of requested instances the model did not compute for that
+request, 1 - backend instances / requested instances (the ideal computes each distinct instance
+once). Under predcache the model should compute each distinct instance exactly once. Prints a
+table and writes bench/results/zipf.md, with a plot of the means, bench/results/zipf.png.
 
     .venv/bin/python bench/zipf.py [--requests 1000] [--exponent 1.0] [--model-ms 30]
 """
@@ -22,8 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
-import os
-import platform
 import random
 import statistics
 import sys
@@ -40,6 +41,7 @@ import orjson  # noqa: E402
 import redis  # noqa: E402
 import urllib3  # noqa: E402
 
+from bench import machine, plots  # noqa: E402
 from bench.batch import Predcache  # noqa: E402
 from bench.hit_path import table  # noqa: E402
 from tests.support.processes import model_server  # noqa: E402
@@ -98,8 +100,16 @@ def main() -> None:
         model_port = int(model_url.rsplit(":", 1)[1])
         plain = {"Content-Type": "application/json"}
 
+        def backend_instances() -> tuple[int, int]:
+            """(instances computed, calls) the model server received since the last call of this."""
+            calls = http_pool.request("GET", f"{model_url}/calls").json()["calls"]
+            http_pool.request("POST", f"{model_url}/reset-calls", json={})
+            return sum(len(call["instances"]) for call in calls), len(calls)
+
+        backend_instances()  # predcache's start-up made none, but start from zero whatever happened
         direct = Timed(model_port, "/predict", plain)
         no_cache = [direct.post(body)[0] for body in bodies]
+        no_cache_backend = backend_instances()
 
         store = redis.Redis.from_url(predcache.redis.url)
         whole: list[float] = []
@@ -109,12 +119,11 @@ def main() -> None:
             if store.get(key) is None:
                 store.set(key, direct.post(body)[2], ex=3600)
             whole.append((time.perf_counter() - start) * 1000)
+        whole_backend = backend_instances()
 
-        http_pool.request("POST", f"{model_url}/reset-calls", json={})
         through = Timed(predcache.server.port, "/v1/models/echo:predict", predcache.headers)
         cached = [through.post(body) for body in bodies]
-        calls = http_pool.request("GET", f"{model_url}/calls").json()["calls"]
-        computed = sum(len(call["instances"]) for call in calls)
+        computed, model_calls = predcache_backend = backend_instances()
 
     latencies = [elapsed for elapsed, _, _ in cached]
     hits = [elapsed for elapsed, status, _ in cached if status == "HIT"]
@@ -124,13 +133,14 @@ def main() -> None:
         args,
         distinct=distinct,
         new_requests=new_requests,
+        requested=sum(len(batch) for batch in batches),
         computed=computed,
-        model_calls=len(calls),
+        model_calls=model_calls,
         rows=[
-            ("no cache", statistics.mean(no_cache), sorted(no_cache)),
-            ("whole-request cache", statistics.mean(whole), sorted(whole)),
-            ("predcache", statistics.mean(latencies), sorted(latencies)),
-            ("ideal (computed)", ideal_ms, None),
+            ("no cache", statistics.mean(no_cache), sorted(no_cache), no_cache_backend),
+            ("whole-request cache", statistics.mean(whole), sorted(whole), whole_backend),
+            ("predcache", statistics.mean(latencies), sorted(latencies), predcache_backend),
+            ("ideal (computed)", ideal_ms, None, (distinct, None)),
         ],
         hit_ms=hit_ms,
         model_ms=model_ms,
@@ -139,10 +149,21 @@ def main() -> None:
 
 
 def report(
-    args: Any, *, distinct, new_requests, computed, model_calls, rows, hit_ms, model_ms, ideal_ms
+    args: Any, *, distinct, new_requests, requested, computed, model_calls, rows, hit_ms, model_ms, ideal_ms
 ) -> None:
     command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     predcache_ms = rows[2][1]
+    plot = plots.bars(
+        "zipf",
+        title=f"Zipf workload: mean latency per request (model {args.model_ms:g} ms)",
+        labels=[name for name, *_ in rows],
+        values=[mean for _, mean, _, _ in rows],
+        ylabel="mean ms",
+        value_format="{:.2f}",
+    )
+
+    def backend(instances: int, calls: int | None) -> str:
+        return f"{instances:,}" + ("" if calls is None else f" in {calls:,} calls")
 
     def p(latencies, fraction):
         return (
@@ -154,26 +175,45 @@ def report(
     lines = [
         "# Zipf workload",
         "",
-        f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}. {args.requests:,} requests of 1-8 instances drawn Zipf "
+        f"`{command}` on {machine.description()}, {time.strftime('%Y-%m-%d')}. "
+        f"{args.requests:,} requests of 1-8 instances drawn Zipf "
         f"(s={args.exponent:g}) "
         f"over {ITEMS:,} items, sent one after another; the model answers in {args.model_ms:g} ms. "
         "predcache: gunicorn gthread, 2 workers x 4 threads.",
         "",
         *table(
-            ["condition", "mean ms", "p50 ms", "p99 ms", "vs ideal"],
             [
-                [name, f"{mean:.2f}", p(lat, 0.5), p(lat, 0.99), f"{mean / ideal_ms:.3f}"]
-                for name, mean, lat in rows
+                "condition",
+                "mean ms",
+                "p50 ms",
+                "p99 ms",
+                "instance hit ratio",
+                "backend instances",
+                "mean vs ideal",
+            ],
+            [
+                [
+                    name,
+                    f"{mean:.2f}",
+                    p(lat, 0.5),
+                    p(lat, 0.99),
+                    f"{1 - instances / requested:.1%}",
+                    backend(instances, calls),
+                    f"{mean / ideal_ms:.3f}",
+                ]
+                for name, mean, lat, (instances, calls) in rows
             ],
         ),
         "",
+        f"- instances requested: {requested:,}; instance hit ratio = 1 - backend instances / requested",
         f"- distinct instances: {distinct:,}; instances the model computed under predcache: {computed:,} "
         f"in {model_calls:,} calls ({'each' if computed == distinct else 'NOT each'} exactly once)",
         f"- requests with an instance never seen before: {new_requests:,} of {args.requests:,}",
         f"- ideal = mean HIT latency {hit_ms:.2f} ms + {new_requests / args.requests:.3f} x mean model call "
         f"{model_ms:.2f} ms = {ideal_ms:.2f} ms; predcache / ideal = {predcache_ms / ideal_ms:.3f} "
         f"({'within' if predcache_ms / ideal_ms <= 1.15 else 'NOT within'} 1.15)",
+        "",
+        plots.link(plot),
     ]
     text = "\n".join(lines) + "\n"
     print(text)

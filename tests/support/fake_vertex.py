@@ -54,7 +54,8 @@ def _prediction(instance: Any) -> Any:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    wbufsize = 64 * 1024
+    wbufsize = 64 * 1024  # one write per response, and TCP_NODELAY: see tests/support/model_server.py
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

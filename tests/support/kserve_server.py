@@ -153,7 +153,8 @@ def _metadata(model: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    wbufsize = 64 * 1024  # one write per response: see tests/support/model_server.py
+    wbufsize = 64 * 1024  # one write per response, and TCP_NODELAY: see tests/support/model_server.py
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
