@@ -266,15 +266,19 @@ def _build() -> Runtime:
     return runtime
 
 
-def _flush_at_exit() -> None:
-    """At exit, add this process's last counts to Redis (a child's runtime is its own, by the pid)."""
+def flush_at_exit() -> None:
+    """At exit, add this process's last counts to Redis (a child's runtime is its own, by the pid).
+
+    Registered with atexit; a process that ends without running atexit (Celery's prefork
+    children leave by ``os._exit``) calls it on its way out.
+    """
     runtime = _current
     if runtime is not None and runtime.pid == os.getpid() and not runtime.stop_flusher.is_set():
         runtime.stats.publish()
         runtime.stats.flush(runtime.client, runtime.keyspace)
 
 
-atexit.register(_flush_at_exit)
+atexit.register(flush_at_exit)
 
 
 def _flush_stats_forever(runtime: Runtime, interval: float) -> None:

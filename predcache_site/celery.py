@@ -45,8 +45,12 @@ def _warn_if_the_broker_may_lose_tasks(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
-def _forget_the_live_gauges_of_an_exiting_child(pid: int | None = None, **_: Any) -> None:
-    """A prefork child's breaker states leave /metrics with it (its counters stay counted)."""
+def _flush_and_forget_the_live_gauges_of_an_exiting_child(pid: int | None = None, **_: Any) -> None:
+    """A prefork child's last counts reach Redis and /metrics (it leaves by os._exit: no atexit),
+    then its breaker states leave /metrics with it (its counters stay counted)."""
     from prometheus_client import multiprocess
 
+    from caching.runtime import flush_at_exit
+
+    flush_at_exit()
     multiprocess.mark_process_dead(pid or os.getpid())

@@ -37,6 +37,15 @@ def wipe_dead(path: Path) -> list[Path]:
     return removed
 
 
+def forget_dead_live_gauges(path: Path) -> None:
+    """Delete the live gauges (breaker states) of processes gone without saying so (killed, or a
+    command-line run): else their last state stays in /metrics until the next server start."""
+    for file in path.glob("gauge_live*.db"):
+        match = _FILE.match(file.name)
+        if match and not _alive(int(match.group(1))):
+            file.unlink(missing_ok=True)
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,3 +78,26 @@ def test_a_warm_run_counts_the_run_and_the_instances_it_warmed(
     assert value(after, "predcache_requests_total", model="echo") == value(
         before, "predcache_requests_total", model="echo"
     )
+
+
+_KILLED_WITH_AN_OPEN_BREAKER = """
+import os
+from prometheus_client import Gauge
+Gauge("predcache_redis_breaker_state", "", multiprocess_mode="livemax", registry=None).set(2)
+print(os.getpid())
+"""
+
+
+def test_a_process_gone_without_saying_so_leaves_no_breaker_state() -> None:
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    gone = subprocess.run(  # exits without mark_process_dead, as a killed worker or a CLI run does
+        [sys.executable, "-c", _KILLED_WITH_AN_OPEN_BREAKER],
+        env={"PROMETHEUS_MULTIPROC_DIR": directory, "PATH": ""},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    left = Path(directory) / f"gauge_livemax_{gone.stdout.strip()}.db"
+    assert left.exists()
+    assert value(scrape(), "predcache_redis_breaker_state") < 2
+    assert not left.exists()

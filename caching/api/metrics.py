@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -12,6 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from caching.api.errors import error_body
 from caching.runtime import built_runtime
+from predcache_site.metrics_dir import forget_dead_live_gauges
 
 TOKEN_MESSAGE = "send 'Authorization: Bearer <token>' with the token set in PREDCACHE_METRICS_TOKEN"
 
@@ -28,7 +30,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
         runtime.stats.publish()
     registry = CollectorRegistry()
     # Read the files of all processes (gunicorn and Celery workers): settings set the directory.
-    MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    forget_dead_live_gauges(Path(path))
+    MultiProcessCollector(registry, path=path)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 

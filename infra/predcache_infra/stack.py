@@ -74,9 +74,12 @@ def build(config: StackConfig) -> Deployment:
     vertex = create_vertex_endpoint(config, opts)
     identity = create_identity(config, opts)
     django_secret_key = random.RandomPassword("django-secret-key", length=64, special=False, opts=opts)
+    # The service takes traffic from anywhere: /metrics answers only Prometheus's bearer token.
+    metrics_token = random.RandomPassword("metrics-token", length=48, special=False, opts=opts)
 
     secret_values: dict[str, pulumi.Input[str]] = {
         "DJANGO_SECRET_KEY": django_secret_key.result,
+        "PREDCACHE_METRICS_TOKEN": metrics_token.result,
         "DATABASE_PASSWORD": database.password.result,
         "REDIS_CA_CERT": cache.ca_certificate,
     }

@@ -32,6 +32,7 @@ APP_MEMBER = f"serviceAccount:{SERVICE_ACCOUNT_EMAIL}"
 # Each secret environment variable and the value its Secret Manager version must hold.
 SECRET_ENV = {
     "DJANGO_SECRET_KEY": random_password("django-secret-key"),
+    "PREDCACHE_METRICS_TOKEN": random_password("metrics-token"),
     "DATABASE_PASSWORD": random_password("database-password"),
     "REDIS_PASSWORD": REDIS_AUTH_STRING,
     "REDIS_CA_CERT": f"{REDIS_CA_PEM}\n",
