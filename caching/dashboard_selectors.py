@@ -13,7 +13,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.db.models import OuterRef, Subquery
 
-from caching.core.breaker_report import ReportedBreaker, parse_breakers
+from caching.core.breaker_report import ReportedBreaker, fresh_seconds, parse_breakers
 from caching.core.stats import STAT_FIELDS
 from caching.core.store import REDIS_FAILURES, CacheUnavailable
 from caching.core.timeline import minute_of, parse_minutes, queue_minutes_read
@@ -114,7 +114,9 @@ def _figures(model: Any, replies: list[Any], now: float, version: str | None = N
         model_id=model.pk,
         counters={name: int(value or 0) for name, value in zip(STAT_FIELDS, stats, strict=True)},
         usage=parse_usage(usage),
-        breakers=parse_breakers(breakers, now=now),
+        breakers=parse_breakers(
+            breakers, now=now, fresh_for=fresh_seconds(settings.PREDCACHE_STATS_FLUSH_SECONDS)
+        ),
         followed_version=version,
     )
 
@@ -151,7 +153,9 @@ def dashboard_overview(*, window: Window) -> dict[str, Any]:
     return {
         "models": figures,
         "series": series(window.minutes, parse_minutes(minutes), ms_per_instance=None),
-        "redis_breakers": parse_breakers(redis_breakers, now=now),
+        "redis_breakers": parse_breakers(
+            redis_breakers, now=now, fresh_for=fresh_seconds(settings.PREDCACHE_STATS_FLUSH_SECONDS)
+        ),
         **recent_events(model=None),
     }
 

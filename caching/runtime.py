@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Hashable
@@ -210,7 +211,12 @@ def _build() -> Runtime:
         return [*cache.backend_breakers.items(), (keyspace.all_models(), cache.redis_breaker)]
 
     # Breakers are per process: each reports those not closed with its counters (the dashboard).
-    breaker_report = BreakerReport(breakers, f"{socket.gethostname()}:{os.getpid()}")
+    # Named by host, pid and a random part: containers may share a hostname and pids.
+    breaker_report = BreakerReport(
+        breakers,
+        f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        flush_interval=settings.PREDCACHE_STATS_FLUSH_SECONDS,
+    )
     stats = MetricsRecorder(
         alongside=[hot, breaker_report],
         minutes_kept_seconds=int(settings.PREDCACHE_DASHBOARD_RETENTION_HOURS * 3600),

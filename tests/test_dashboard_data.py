@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
-from caching.core.breaker_report import REPORT_FRESH_SECONDS, BreakerReport, parse_breakers
+from caching.core.breaker_report import REPORT_FRESH_SECONDS, BreakerReport, fresh_seconds, parse_breakers
 from caching.core.keys import KeySpace
 from caching.core.stats import StatsRecorder
 from caching.core.timeline import minute_of, read_minutes
@@ -86,10 +86,19 @@ def test_a_process_reports_its_open_breakers_and_withdraws_them_once_closed(clie
     assert client_redis.exists(keyspace.breakers(keyspace.all_models())) == 0  # Redis's breaker is closed
     # A report no longer refreshed (its process died) is not shown.
     assert parse_breakers(stored, now=now[0] + REPORT_FRESH_SECONDS + 1) == []
+    # Flushes far apart: a report stands for three of them.
+    slow = fresh_seconds(40.0)
+    assert len(parse_breakers(stored, now=now[0] + slow - 1, fresh_for=slow)) == 1
 
     registry.get(namespace).success()
     assert stats.flush(client_redis, keyspace)
     assert client_redis.hgetall(keyspace.breakers(namespace)) == {}
+
+    # ... and the report's key outlives them.
+    registry.get(namespace).failure()
+    slow_report = BreakerReport(lambda: registry.items(), "web-2:43", flush_interval=40.0)
+    assert StatsRecorder(alongside=[slow_report]).flush(client_redis, keyspace)
+    assert client_redis.ttl(keyspace.breakers(namespace)) > slow
 
 
 def test_a_usage_measurement_past_its_budget_is_a_lower_bound(client_redis, keyspace) -> None:

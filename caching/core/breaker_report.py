@@ -24,6 +24,11 @@ REPORT_FRESH_SECONDS = 30.0
 REPORT_KEEP_SECONDS = 120
 
 
+def fresh_seconds(flush_interval: float) -> float:
+    """How old a report may be and still stand: three flushes, and never under 30 s."""
+    return max(REPORT_FRESH_SECONDS, 3 * flush_interval)
+
+
 class BreakerReport:
     """A rider of the stats flush (:class:`caching.core.stats.PendingWrites`) reporting breaker states."""
 
@@ -32,11 +37,13 @@ class BreakerReport:
         breakers: Callable[[], Iterable[tuple[str, CircuitBreaker]]],
         process: str,
         clock: Callable[[], float] = time.time,
+        flush_interval: float = 1.0,
     ) -> None:
         """``breakers`` names the breakers to report at each flush, by the namespace they belong to."""
         self._breakers = breakers
         self._process = process
         self._clock = clock
+        self._keep_seconds = int(max(REPORT_KEEP_SECONDS, 4 * fresh_seconds(flush_interval)))
         self._lock = threading.Lock()
         self._reported: set[str] = set()  # namespaces where this process's field may stand
 
@@ -50,7 +57,7 @@ class BreakerReport:
                 key = keyspace.breakers(namespace)
                 if state != CLOSED:
                     pipe.hset(key, self._process, f"{state} {now:.0f}")
-                    pipe.expire(key, REPORT_KEEP_SECONDS)
+                    pipe.expire(key, self._keep_seconds)
                     self._reported.add(namespace)
                     queued += 2
                 elif namespace in self._reported:
@@ -69,12 +76,14 @@ class ReportedBreaker:
     reported_at: float
 
 
-def parse_breakers(stored: Mapping[bytes, bytes], *, now: float) -> list[ReportedBreaker]:
+def parse_breakers(
+    stored: Mapping[bytes, bytes], *, now: float, fresh_for: float = REPORT_FRESH_SECONDS
+) -> list[ReportedBreaker]:
     """The fresh reports of a breakers hash, by process (stale ones, of processes gone, left out)."""
     found = []
     for process, value in stored.items():
         state, _, at = value.decode().partition(" ")
         reported_at = float(at or 0)
-        if now - reported_at <= REPORT_FRESH_SECONDS:
+        if now - reported_at <= fresh_for:
             found.append(ReportedBreaker(process.decode(), state, reported_at))
     return sorted(found, key=lambda report: report.process)
