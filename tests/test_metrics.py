@@ -11,23 +11,16 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.test import Client
-from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.metrics import Samples, samples, value
 
 pytestmark = pytest.mark.django_db
 
 
-def scrape(**headers: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def scrape(**headers: str) -> Samples:
     response = Client().get("/metrics", headers=headers)
     assert response.status_code == 200
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.content.decode())
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return samples(response.content)
 
 
 def test_metrics_are_open_when_no_token_is_set(api: Any, http_model: Any, settings: Any) -> None:

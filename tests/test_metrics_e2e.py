@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from caching.core.errors import STATUS
 from tests.support.gunicorn_server import (
@@ -19,6 +18,7 @@ from tests.support.gunicorn_server import (
     environment_serving_the_test_database,
     gunicorn_server,
 )
+from tests.support.metrics import Samples, samples, value
 from tests.support.processes import REPO, wait_until
 
 # The server process reads what the module fixture commits to the test database.
@@ -89,20 +89,12 @@ def server(
         yield running
 
 
-def scrape(server: GunicornServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def scrape(server: GunicornServer) -> Samples:
     """Every sample of /metrics, keyed by its name and labels."""
     response = server.request("GET", "/metrics", headers=AUTH)
     assert response.status == 200, response.body[:300]
     assert response.headers["Content-Type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.body.decode())
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return samples(response.body)
 
 
 def test_metrics_count_what_the_requests_did_across_two_workers(
