@@ -19,7 +19,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """The database and Redis answer; 503 (with which one failed) otherwise."""
+    """Ready (200) when what predictions cannot do without answers: the database, and the runtime.
+
+    Redis is reported, not required: without it predictions go to the model (the breaker skips
+    Redis), so a Memorystore failover must not keep new instances from starting. ``status`` is
+    ``ok``, ``degraded`` (ready, Redis down) or ``unavailable`` (503, naming what failed).
+    """
     checks: dict[str, str] = {}
     try:
         with connection.cursor() as cursor:
@@ -27,19 +32,21 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means "not ready"
         checks["database"] = f"error: {exc.__class__.__name__}"
+    runtime_built = False
     try:
-        get_runtime().client.ping()
+        runtime = get_runtime()
+        runtime_built = True
+        runtime.client.ping()
         checks["redis"] = "ok"
     except REDIS_FAILURES as exc:
-        checks["redis"] = f"error: {exc.__class__.__name__}"
+        checks["redis"] = f"error: {exc.__class__.__name__} (predictions go to the model)"
     except DatabaseError:  # the runtime is built on first use, and reads the installation id first
         checks["redis"] = "unknown: the database must answer first"
     except InstallationUnnamed:
         checks["redis"] = "unknown: the database holds no installation id (run migrate)"
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
-    )
+    ready = checks["database"] == "ok" and runtime_built
+    status = "unavailable" if not ready else ("ok" if checks["redis"] == "ok" else "degraded")
+    return JsonResponse({"status": status, "checks": checks}, status=200 if ready else 503)
 
 
 _PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {

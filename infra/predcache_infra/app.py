@@ -113,8 +113,9 @@ def _web_service(
             "cpu_idle": True,
             "startup_cpu_boost": True,
         },
-        # /readyz checks the database and Redis: a new instance takes traffic once both answer. Liveness uses
-        # /healthz (process up) so a Redis outage, which predcache serves through, never restarts instances.
+        # /readyz checks the database (Redis is reported, not required): a new instance takes traffic once it
+        # answers, also during a Memorystore failover. Liveness uses /healthz (process up) so a Redis outage,
+        # which predcache serves through, never restarts instances.
         "startup_probe": {
             "http_get": {"path": "/readyz", "port": CONTAINER_PORT},
             "period_seconds": 5,
