@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import ssl
 import subprocess
@@ -19,6 +20,7 @@ import redis
 from caching.core.store import redis_client
 from caching.runtime import get_runtime
 from tests.support.processes import REPO, free_port, wait_until
+from tests.support.stack_env import STACK_SECURITY_ENV
 
 # What the variables below may not inherit from the machine running the tests.
 _CONNECTION_VARIABLES = ("REDIS_", "DATABASE_", "PREDCACHE_REDIS_", "CELERY_")
@@ -71,6 +73,40 @@ REDIS_NAMES = (
 
 
 # --- settings ---------------------------------------------------------------------------
+
+
+def deploy_check(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``manage.py check --deploy --fail-level WARNING`` in a fresh process, production-like."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", *_CONNECTION_VARIABLES))
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO,
+        env={
+            **inherited,
+            "DJANGO_DEBUG": "false",
+            "DJANGO_SECRET_KEY": "k" + secrets.token_urlsafe(60),  # as the stack's: long and random
+            "DJANGO_ALLOWED_HOSTS": "predcache.example.com",
+            "DJANGO_CSRF_TRUSTED_ORIGINS": "https://predcache.example.com",
+            **environment,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_settings_the_pulumi_stack_sets_pass_djangos_deployment_checks():
+    checked = deploy_check(STACK_SECURITY_ENV)
+    assert checked.returncode == 0, checked.stderr
+    assert "no issues" in checked.stdout
+    # Without the stack's settings the same check fails, naming what is missing.
+    bare = deploy_check({})
+    assert bare.returncode != 0
+    assert "security.W004" in bare.stderr and "security.W008" in bare.stderr  # HSTS, SSL redirect
 
 
 def test_local_defaults_are_unchanged():

@@ -78,6 +78,10 @@ def app_environment(
         "DJANGO_SECURE_SSL_REDIRECT": "true",
         "DJANGO_SECURE_COOKIES": "true",
         "DJANGO_SECURE_HSTS_SECONDS": str(HSTS_SECONDS),
+        # The service's hosts are HTTPS only (Cloud Run), and so are their subdomains; `preload` only
+        # consents to the browsers' preload list: the domain's owner still decides to submit it.
+        "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+        "DJANGO_SECURE_HSTS_PRELOAD": "true",
     }
     if config.redis_cluster:
         env |= {"REDIS_CLUSTER": "true", "REDIS_IAM_AUTH": "true"}

@@ -22,6 +22,7 @@ from tests.infra.mocks import (
     settled,
     unwrap_secret,
 )
+from tests.support.stack_env import STACK_SECURITY_ENV
 
 CLOUD_RUN_TYPES = (
     "gcp:cloudrunv2/service:Service",
@@ -175,3 +176,18 @@ def test_policy_lists_every_violation_at_once(infra: InfraStack) -> None:
         infra.build(redisAuth="false", redisTransitEncryption="DISABLED", sqlPublicIp="true")
     assert len(refused.value.violations) == 3
     assert infra.mocks.resources == []
+
+
+@pulumi.runtime.test
+def test_every_container_gets_the_security_settings_the_deploy_check_is_run_with(infra: InfraStack) -> Any:
+    deployment = infra.build()
+
+    def check(_: Any) -> None:
+        for kind in CLOUD_RUN_TYPES:
+            for resource in infra.mocks.of_type(kind):
+                for container in containers(resource):
+                    env = env_of(container)
+                    given = {name: env[name]["value"] for name in STACK_SECURITY_ENV if name in env}
+                    assert given == STACK_SECURITY_ENV, (kind, resource.name)
+
+    return settled(deployment).apply(check)
