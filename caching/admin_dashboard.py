@@ -74,7 +74,9 @@ def model_page(request: HttpRequest, name: str) -> HttpResponse:
         data = dashboard_model(model=model, window=window)
         figures = data["figures"]
         if model_usage_due(usage=figures.usage, now=time.time()):
-            data["figures"] = dataclasses.replace(figures, usage=model_usage_measure(model=model))
+            measured = model_usage_measure(model=model)  # None: another page is measuring it now
+            if measured is not None:
+                data["figures"] = dataclasses.replace(figures, usage=measured)
         context.update(data)
     except CacheUnavailable as exc:
         context["redis_error"] = str(exc)

@@ -33,6 +33,22 @@ def test_a_model_page_measures_its_entries_and_memory(admin_client, api, http_mo
     assert row.usage == usage  # the overview reads the stored measurement, never scans
 
 
+def test_a_model_being_measured_by_another_page_is_not_scanned_twice(admin_client, api, http_model) -> None:
+    from caching.services.jobs import model_job_lock
+
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "MISS"
+    runtime = get_runtime()
+    usage_key = runtime.keyspace.usage(runtime.keyspace.namespace(http_model.pk))
+    with model_job_lock(model=http_model, job="usage", seconds=60) as measuring:
+        assert measuring
+        page = admin_client.get("/admin/dashboard/echo/")
+        assert page.status_code == 200
+        assert page.context["figures"].usage is None  # nothing measured yet, and none measured now
+        assert not runtime.client.exists(usage_key)
+    page = admin_client.get("/admin/dashboard/echo/")  # the other measurement is done: this one may
+    assert page.context["figures"].usage.entries == 1
+
+
 def series_of(page: Any) -> dict[str, Any]:
     found = re.search(
         rb'<script id="dashboard-series" type="application/json">(.*?)</script>', page.content, re.S

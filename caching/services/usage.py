@@ -7,20 +7,27 @@ from django.conf import settings
 from caching.core.usage import CacheUsage, measure_usage, save_usage
 from caching.models import ModelEndpoint
 from caching.runtime import get_runtime
+from caching.services.jobs import model_job_lock
 
 # Kept well past the age at which a page measures again, so the overview can show a last value.
 USAGE_KEEP_SECONDS = 7 * 24 * 3600
+# A measurement's lock outlives its bounded SCAN (100 calls) by far; it expires if a page dies.
+USAGE_LOCK_SECONDS = 60.0
 
 
-def model_usage_measure(*, model: ModelEndpoint) -> CacheUsage:
+def model_usage_measure(*, model: ModelEndpoint) -> CacheUsage | None:
     """Count ``model``'s entries and sample their memory (bounded: :mod:`caching.core.usage`), and store it.
 
-    Raises CacheUnavailable.
+    One measurement of a model at a time (its job lock): None when another page is measuring it
+    now, and the stored measurement stands. Raises CacheUnavailable.
     """
     runtime = get_runtime()
     namespace = runtime.keyspace.namespace(model.pk)
-    usage = measure_usage(runtime.client, runtime.keyspace, namespace)
-    save_usage(runtime.client, runtime.keyspace, namespace, usage, keep_seconds=USAGE_KEEP_SECONDS)
+    with model_job_lock(model=model, job="usage", seconds=USAGE_LOCK_SECONDS) as lock:
+        if not lock:
+            return None
+        usage = measure_usage(runtime.client, runtime.keyspace, namespace)
+        save_usage(runtime.client, runtime.keyspace, namespace, usage, keep_seconds=USAGE_KEEP_SECONDS)
     return usage
 
 
