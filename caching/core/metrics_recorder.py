@@ -220,7 +220,8 @@ class MetricsRecorder(StatsRecorder):
                 seconds={status: REQUEST_SECONDS.labels(model, status) for status in CACHE_STATUSES},
                 backend_seconds=BACKEND_SECONDS.labels(model),
             )
-            self._series[namespace] = series
+            # Two threads may build it at once: both keep the first stored (its pricing counts).
+            series = self._series.setdefault(namespace, series)
         return series
 
     def _admitted(self, model_name: str) -> str:
