@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from django.conf import settings
 
 from caching.backends import BuildContext
@@ -28,7 +27,9 @@ from caching.backends.base import Backend
 from caching.backends.http import shared_connection_pools
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.breaker_report import BreakerReport
+from caching.core.cluster import RedisClient
 from caching.core.hotset import HotSampler
+from caching.core.iam_auth import IamTokenCredentials
 from caching.core.keys import KeySpace
 from caching.core.memo import ExpiringMemo
 from caching.core.metrics_recorder import MetricsRecorder
@@ -118,7 +119,7 @@ class BackgroundJobs:
 class Runtime:
     """Everything a web or worker process shares across requests."""
 
-    client: redis.Redis
+    client: RedisClient  # a Redis, or a Redis Cluster's client (caching/core/cluster.py)
     keyspace: KeySpace
     store: PredictionStore
     stats: MetricsRecorder  # the per-model counters (flushed to Redis) and the Prometheus metrics
@@ -197,6 +198,9 @@ def _build() -> Runtime:
         password=settings.PREDCACHE_REDIS_PASSWORD,
         tls_ca_cert=settings.PREDCACHE_REDIS_CA_CERT,
         tls_check_hostname=settings.PREDCACHE_REDIS_TLS_CHECK_HOSTNAME,
+        cluster=settings.PREDCACHE_REDIS_CLUSTER,
+        # Memorystore's IAM authentication: a fresh access token on each new connection.
+        credential_provider=IamTokenCredentials() if settings.PREDCACHE_REDIS_IAM_AUTH else None,
     )
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
     store = RedisPredictionStore(client, keyspace)
