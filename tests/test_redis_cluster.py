@@ -287,3 +287,36 @@ def test_a_command_across_two_models_slots_is_refused_by_the_client_not_split(on
     with pytest.raises(redis.exceptions.RedisClusterException, match=r"same key slot|same slot"):
         client.execute_command("MGET", "pc:{tests.m1}:gen", "pc:{tests.m2}:gen")
     client.close()
+
+
+def test_usage_and_reclaim_find_a_models_entries_while_its_slot_migrates(
+    settings, api, backend, http_model, tmp_path
+):
+    """A resharding moves a slot key by key: for a while a model's entries are on two primaries."""
+    cluster = RedisCluster(tmp_path / "cluster", replicas=0).start()
+    try:
+        settings.REDIS_URL = cluster.url
+        settings.PREDCACHE_REDIS_CLUSTER = True
+        assert api.predict("echo", {"instances": [[n] for n in range(10)]})["X-Cache"] == "MISS"
+        slot = model_slot(http_model)
+        source = cluster.node_of_slot(slot)
+        target = next(node for node in cluster.primaries() if node is not source)
+        moved = sorted(entry_keys_on(source, http_model))[:4]
+        target.command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+        source.command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *moved)
+        assert (len(entry_keys_on(source, http_model)), len(entry_keys_on(target, http_model))) == (6, 4)
+        runtime = get_runtime()
+        namespace = runtime.keyspace.namespace(http_model.pk)
+
+        usage = measure_usage(runtime.client, runtime.keyspace, namespace)
+        freed = runtime.store.reclaim(namespace, lambda header: False)  # every entry dead, wherever it is
+
+        assert (usage.entries, usage.complete) == (10, True)
+        assert freed == 10
+        assert entry_keys_on(source, http_model) == entry_keys_on(target, http_model) == set()
+        # Meanwhile Redis refuses the model's multi-key lookups (TRYAGAIN): its requests go to the model.
+        response = api.predict("echo", {"instances": [[1]]})
+        assert (response.status_code, response["X-Cache"]) == (200, "BYPASS")
+    finally:
+        cluster.stop()
