@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,14 +22,54 @@ from pathlib import Path
 import redis
 
 from predcache_site.local_redis import RedisServer, embedded_redis_binary, free_port, wait_until
+from tests.support.tls import TestPki
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000
 
 
+class TlsNodeServer(RedisServer):
+    """A cluster node speaking TLS only, to clients and on the cluster bus: the system's redis-server."""
+
+    def __init__(self, workdir: Path, port: int, arguments: tuple[str, ...], pki: TestPki) -> None:
+        super().__init__(workdir, port=port, arguments=arguments)
+        self.pki = pki
+        self.password = ""
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = ["redis-server", "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"]
+        command += [*self.pki.server_arguments(), "--tls-cluster", "yes", "--tls-replication", "yes"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir), *self.arguments]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._answers, timeout=10, what="a TLS redis-server")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with node_client(self.port, self.pki, self.password, timeout=0.5) as client:
+                return bool(client.ping())
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return False
+
+
+def node_client(port: int, pki: TestPki | None, password: str, *, timeout: float = 5) -> redis.Redis:
+    tls = {"ssl": True, "ssl_ca_data": pki.ca_pem, "ssl_check_hostname": False} if pki else {}
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **tls,  # type: ignore[arg-type]
+    )
+
+
 @dataclass
 class ClusterNode:
     server: RedisServer
+    pki: TestPki | None = None
+    password: str = ""
     node_id: str = ""
 
     @property
@@ -37,7 +78,7 @@ class ClusterNode:
 
     def client(self) -> redis.Redis:
         """A plain client of this one node (no cluster routing: it answers MOVED for others' keys)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2)
+        return node_client(self.port, self.pki, self.password)
 
     def command(self, *args: object) -> object:
         with self.client() as client:
@@ -45,7 +86,12 @@ class ClusterNode:
 
 
 class RedisCluster:
-    """A Redis Cluster of our own; ``url`` names its first node, as ``REDIS_URL`` names any node."""
+    """A Redis Cluster of our own; ``url`` names its first node, as ``REDIS_URL`` names any node.
+
+    With ``pki`` its nodes speak TLS only (the system's redis-server, which is built with it),
+    with the certificates of :func:`tests.support.tls.make_test_pki`; with ``password`` user
+    ``default`` needs it (replicas too, to follow their primaries).
+    """
 
     def __init__(
         self,
@@ -54,25 +100,39 @@ class RedisCluster:
         primaries: int = 3,
         replicas: int = 1,
         node_timeout_ms: int = 5000,
+        pki: TestPki | None = None,
+        password: str = "",
         arguments: Sequence[str] = (),
     ) -> None:
+        if password and pki is None:
+            raise ValueError("a password needs pki here (RedisServer's start-up check sends none)")
         self.workdir = workdir
         self.primary_count = primaries
         self.replica_count = replicas
+        self.pki = pki
         options = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms))
         # A replica promoted after a failover serves at once, and a lone dead primary with no
         # replica does not stop the other slots from being served.
-        options += ("--cluster-require-full-coverage", "no", *arguments)
-        self.nodes = [
-            ClusterNode(RedisServer(workdir / f"node{index}", port=cluster_port(), arguments=options))
-            for index in range(primaries * (1 + replicas))
-        ]
-        for node in self.nodes:
-            node.server.arguments += ("--cluster-config-file", str(node.server.workdir / "nodes.conf"))
+        options += ("--cluster-require-full-coverage", "no")
+        options += ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")  # replicas in sync fast
+        if password:
+            options += ("--requirepass", password, "--masterauth", password)
+        options += tuple(arguments)
+        self.nodes = []
+        for index in range(primaries * (1 + replicas)):
+            workdir_of_node, port = workdir / f"node{index}", cluster_port()
+            server: RedisServer
+            if pki is None:
+                server = RedisServer(workdir_of_node, port=port, arguments=options)
+            else:
+                server = TlsNodeServer(workdir_of_node, port, options, pki)
+                server.password = password
+            server.arguments += ("--cluster-config-file", str(workdir_of_node / "nodes.conf"))
+            self.nodes.append(ClusterNode(server, pki, password))
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        return f"{'rediss' if self.pki else 'redis'}://127.0.0.1:{self.nodes[0].port}/0"
 
     def start(self) -> RedisCluster:
         try:
