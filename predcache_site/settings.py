@@ -211,8 +211,17 @@ if PREDCACHE_METRICS_PUBLISH_SECONDS <= 0:
 
 # --- Celery: warming, refresh-ahead, scheduled purges (predcache_site/celery.py) ------------------
 # The broker: the cache's Redis unless set apart (Redis with noeviction, or RabbitMQ amqp://...).
-# Given apart, the cache's AUTH string and CA are not passed on: put the broker's own in its URL.
+# Given apart, the cache's AUTH string and CA are not passed on: put the broker's password in its
+# URL, and a rediss:// broker's CA (PEM text or a file's path) in CELERY_BROKER_CA_CERT.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+CELERY_BROKER_CA_CERT = env.str("CELERY_BROKER_CA_CERT", default="", multiline=True).strip()
+if CELERY_BROKER_CA_CERT:
+    if not CELERY_BROKER_URL.startswith("rediss://"):
+        raise ImproperlyConfigured("CELERY_BROKER_CA_CERT needs a rediss:// CELERY_BROKER_URL")
+    # As for the cache's Redis: a Memorystore CA is the instance's own, so the host name is not checked.
+    CELERY_BROKER_USE_SSL = redis_broker_tls(
+        CELERY_BROKER_CA_CERT, check_hostname=False, var_dir=VAR_DIR, file_name="broker-ca.pem"
+    )
 if not CELERY_BROKER_URL and PREDCACHE_REDIS_CLUSTER:
     raise ImproperlyConfigured(
         "a Redis Cluster cannot be the Celery broker: set CELERY_BROKER_URL (a Redis of its own, or RabbitMQ)"

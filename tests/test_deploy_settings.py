@@ -156,6 +156,47 @@ def test_a_redis_cluster_is_not_taken_for_the_broker():
     )
 
 
+def test_iam_authentication_wants_no_password_and_a_broker_of_its_own():
+    assert "REDIS_IAM_AUTH sends IAM tokens: set no REDIS_PASSWORD" in settings_error(
+        {"REDIS_URL": "rediss://10.0.0.3:6378/0", "REDIS_IAM_AUTH": "true", "REDIS_PASSWORD": "x"}
+    )
+    assert "the Celery broker cannot log in with IAM tokens" in settings_error(
+        {"REDIS_URL": "rediss://10.0.0.3:6378/0", "REDIS_IAM_AUTH": "true"}
+    )
+
+
+def test_the_redis_cluster_stacks_settings_are_read():
+    """What the Pulumi stack's redisCluster option sets: a cluster, IAM tokens, and a TLS broker apart."""
+    found = settings_under(
+        {
+            "REDIS_URL": "rediss://10.20.0.9:6379/0",
+            "REDIS_CLUSTER": "true",
+            "REDIS_IAM_AUTH": "true",
+            "REDIS_CA_CERT": FAKE_PEM,
+            "CELERY_BROKER_URL": "rediss://:broker-auth@10.77.0.6:6378/0",
+            "CELERY_BROKER_CA_CERT": FAKE_PEM,
+        },
+        "PREDCACHE_REDIS_CLUSTER",
+        "PREDCACHE_REDIS_IAM_AUTH",
+        "PREDCACHE_REDIS_TLS_CHECK_HOSTNAME",
+        "CELERY_BROKER_URL",
+        "CELERY_BROKER_USE_SSL",
+    )
+    assert (found["PREDCACHE_REDIS_CLUSTER"], found["PREDCACHE_REDIS_IAM_AUTH"]) == (True, True)
+    assert found["PREDCACHE_REDIS_TLS_CHECK_HOSTNAME"] is False
+    assert found["CELERY_BROKER_URL"] == "rediss://:broker-auth@10.77.0.6:6378/0"
+    tls = found["CELERY_BROKER_USE_SSL"]
+    assert tls["ssl_cert_reqs"] == ssl.CERT_REQUIRED and tls["ssl_check_hostname"] is False
+    assert Path(tls["ssl_ca_certs"]).name == "broker-ca.pem"
+    assert Path(tls["ssl_ca_certs"]).read_text() == FAKE_PEM
+
+
+def test_a_broker_ca_needs_a_tls_broker():
+    assert "CELERY_BROKER_CA_CERT needs a rediss:// CELERY_BROKER_URL" in settings_error(
+        {"CELERY_BROKER_URL": "redis://10.77.0.6:6379/0", "CELERY_BROKER_CA_CERT": FAKE_PEM}
+    )
+
+
 def test_a_broker_given_apart_is_left_as_given():
     found = settings_under(
         {
