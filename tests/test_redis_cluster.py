@@ -28,7 +28,7 @@ from caching.services.purges import model_cache_reclaim
 from tests.core.store_contract import StoreContract
 from tests.support.monitor import Observer
 from tests.support.processes import free_port
-from tests.support.redis_cluster import ClusterNode, RedisCluster
+from tests.support.redis_cluster import ClusterNode, RedisCluster, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -274,6 +274,25 @@ def test_an_unreachable_cluster_at_start_serves_from_the_model_and_says_so(
         with pytest.raises(CommandError, match="Redis is unavailable") as outage:
             call_command("predcache", *command)
         assert outage.value.returncode == 75
+
+
+def test_a_process_started_before_its_cluster_caches_once_the_cluster_answers(
+    settings, api, backend, http_model, tmp_path
+):
+    cluster = RedisCluster(tmp_path / "cluster", replicas=0)  # its ports are chosen, nothing listens yet
+    settings.REDIS_URL = cluster.url
+    settings.PREDCACHE_REDIS_CLUSTER = True
+    settings.PREDCACHE_REDIS_BREAKER_RESET_SECONDS = 0.1
+    assert api.predict("echo", {"instances": [[1]]})["X-Cache"] == "BYPASS"
+    cluster.start()
+    try:
+        wait_for(
+            lambda: api.predict("echo", {"instances": [[1]]})["X-Cache"] == "HIT",
+            timeout=30,
+            what="the cluster client built, the entry stored and then found",
+        )
+    finally:
+        cluster.stop()
 
 
 def test_a_cluster_url_naming_another_database_is_refused():

@@ -55,8 +55,9 @@ class LazyRedisCluster:
         return Script(self, script.encode())  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Close the built client's connections, if it was built; it may be used again after."""
-        client = self._client
+        """Close the built client, if it was built; a later use builds a new one."""
+        with self._lock:
+            client, self._client = self._client, None
         if client is not None:
             client.close()
 
