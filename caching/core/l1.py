@@ -185,7 +185,8 @@ class Tracking:
         self._wanted: set[str] = set()  # namespaces asked for
         self._tracked: frozenset[str] = frozenset()  # namespaces Redis confirmed on this connection
         self._connection: Any = None  # a redis.Connection speaking RESP3 (redis-py leaves it untyped)
-        self._poller: Any = None
+        self._poller: Any = None  # select.poll on the connection's socket: pushes pending?
+        self._poll_lock = threading.Lock()
         self._answered = 0.0  # monotonic time of the last reply on the connection
         self._changes: dict[str, int] = {}  # pushes seen per namespace
         self.epoch = 0  # counts connections made and lost: a copy spans no change of it
@@ -204,7 +205,9 @@ class Tracking:
             return False
         if self._monotonic() - self._answered > 3 * self.heartbeat_seconds:
             return False
-        if self._poller.poll(0):
+        with self._poll_lock:  # a poll object is not to be used by two threads at once
+            pending = self._poller.poll(0)
+        if pending:
             self._drain(connection)
         return self._connection is connection
 
@@ -294,10 +297,11 @@ class Tracking:
             connection: Any = self._connect()  # redis-py's Connection: untyped
             connection.connect()
             connection._parser.set_invalidation_push_handler(self._pushed)
-            self._connection, self._tracked = connection, frozenset()
             poller = select.poll()
             poller.register(connection._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-            self._poller = poller
+            with self._poll_lock:
+                self._poller = poller
+            self._connection, self._tracked = connection, frozenset()
             self._on_reset()  # what was kept before was not covered by this connection's pushes
             logger.info("L1 tracking connected")
         connection = self._connection
