@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from django.conf import settings
 
 from caching.backends import BuildContext
@@ -225,7 +226,11 @@ def _build() -> Runtime:
         credential_provider=IamTokenCredentials() if settings.PREDCACHE_REDIS_IAM_AUTH else None,
     )
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
-    store = _tiered(RedisPredictionStore(client, keyspace), client, keyspace)
+    store: PredictionStore = RedisPredictionStore(client, keyspace)
+    # On a cluster no model is answered from memory (l1 on is ignored): the tier's coherence rests
+    # on one tracking connection seeing every change, and a cluster's changes are on each primary.
+    if isinstance(client, redis.Redis):
+        store = _tiered(store, client, keyspace)
     hot = HotSampler(
         one_in=settings.PREDCACHE_HOT_SAMPLE_RATE,
         half_life=settings.PREDCACHE_HOT_HALF_LIFE_SECONDS,

@@ -161,6 +161,22 @@ def test_a_miss_is_one_locking_lookup_and_one_save_on_that_node(on_cluster, coun
     assert set(commands) == {owner.port}  # the other primaries were sent nothing
 
 
+def test_a_model_with_l1_on_is_answered_from_the_cluster_every_time(on_cluster, counts, api, backend):
+    """The in-process tier stays off on a cluster: its pushes would come from one node only."""
+    model, _ = model_upsert(name="tiered", backend="http", target=backend.predict_url, l1=True)
+    owner = on_cluster.node_of_slot(model_slot(model))
+    document = {"instances": [[1]]}
+    for _ in range(3):
+        api.predict("tiered", document)
+
+    commands, hit = counts.during(lambda: api.predict("tiered", document))
+
+    assert (hit["X-Cache"], hit["Cache-Status"]) == ("HIT", "predcache; hit")
+    assert commands == {owner.port: {"mget": 1}}
+    call_command("predcache", "purge", "tiered")
+    assert api.predict("tiered", document)["X-Cache"] == "MISS"
+
+
 def test_instance_and_model_purges_on_the_cluster(on_cluster, api, backend, http_model, tmp_path, capsys):
     assert api.predict("echo", {"instances": [[1], [2], [3]]})["X-Cache"] == "MISS"
     instances = tmp_path / "purge.jsonl"
