@@ -12,6 +12,7 @@ requests waiting on it, and both must verify.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import threading
@@ -35,30 +36,39 @@ class ValueKeys:
     being served until they expire or are rewritten under ``key``.
     """
 
-    __slots__ = ("_accepted", "_key")
+    __slots__ = ("_accepted", "_writer")
 
     def __init__(self, key: bytes, old_key: bytes = b"") -> None:
         if not key:
             raise ValueError("an HMAC key must not be empty")
-        self._key = key
-        self._accepted = (key, old_key) if old_key and old_key != key else (key,)
+        keys = (key, old_key) if old_key and old_key != key else (key,)
+        # Keyed once: a copy per tag spares setting the key up again (about half the cost).
+        self._accepted = tuple(hmac.new(each, digestmod=hashlib.sha256) for each in keys)
+        self._writer = self._accepted[0]
 
     def tag(self, namespace: str, digest: str, body: bytes) -> bytes:
         """The tag of ``body`` (a value up to its tag) as the entry ``digest`` of ``namespace``."""
-        return hmac.digest(self._key, _message(namespace, digest, body), "sha256")
+        return _tag(self._writer, _identity(namespace, digest), body)
 
     def verifies(self, namespace: str, digest: str, body: bytes, tag: bytes) -> bool:
         """Whether ``tag`` is ``body``'s under the key or the old one (each compared in constant time)."""
-        message = _message(namespace, digest, body)
-        return any(hmac.compare_digest(hmac.digest(key, message, "sha256"), tag) for key in self._accepted)
+        identity = _identity(namespace, digest)
+        return any(hmac.compare_digest(_tag(keyed, identity, body), tag) for keyed in self._accepted)
 
     def __repr__(self) -> str:
         return f"ValueKeys(<{len(self._accepted)} key(s) hidden>)"
 
 
-def _message(namespace: str, digest: str, body: bytes) -> bytes:
-    # The namespace's length first: no other (namespace, digest) pair makes the same message.
-    return b"%s%d:%s:%s:%s" % (_DOMAIN, len(namespace), namespace.encode(), digest.encode(), body)
+def _identity(namespace: str, digest: str) -> bytes:
+    # The namespace's length first: no other (namespace, digest) pair gives the same bytes.
+    return b"%s%d:%s:%s:" % (_DOMAIN, len(namespace), namespace.encode(), digest.encode())
+
+
+def _tag(keyed: hmac.HMAC, identity: bytes, body: bytes) -> bytes:
+    mac = keyed.copy()
+    mac.update(identity)
+    mac.update(body)
+    return mac.digest()
 
 
 class IntegrityFailures:
