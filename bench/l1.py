@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import select
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ import orjson  # noqa: E402
 import redis  # noqa: E402
 
 from bench import machine  # noqa: E402
+from bench.batch import Predcache  # noqa: E402
 from bench.hit_path import IRIS_INSTANCE, Server, call, load, p50_p99, percentile, table  # noqa: E402
 from predcache_site.local_redis import RedisServer  # noqa: E402
 from tests.support.processes import model_server  # noqa: E402
@@ -56,30 +56,9 @@ def main() -> None:
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="predcache-bench-") as tmp:
         work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
-        stack.callback(redis_server.stop)
         model_url = stack.enter_context(model_server())
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}",
-            "REDIS_URL": redis_server.url,
-            "DJANGO_SECRET_KEY": "bench",
-            "PREDCACHE_MODEL_DIR": str(work / "models"),
-            "PYTHONPATH": str(REPO),
-            "LOG_LEVEL": "WARNING",
-        }
-
-        def manage(*command: str) -> str:
-            return subprocess.run(
-                [sys.executable, "manage.py", *command],
-                cwd=REPO,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-
-        manage("migrate", "-v0")
+        predcache = Predcache(stack, work, model_url, PREDCACHE_MODEL_DIR=str(work / "models"))
+        manage = predcache.manage
         subprocess.run(
             [sys.executable, "scripts/train_demo_model.py", str(work / "models" / "iris.joblib")],
             cwd=REPO,
@@ -103,30 +82,27 @@ def main() -> None:
         manage(
             "predcache", "models", "upsert", "counter", "--backend", "http", "--target", counter, "--l1", "on"
         )
-        key = manage("predcache", "keys", "create", "bench").strip().splitlines()[-1]
         admin_key = manage("predcache", "keys", "create", "bench-admin", "--admin").strip().splitlines()[-1]
-        headers = {"Content-Type": "application/json", "Authorization": f"Api-Key {key}"}
+        headers = predcache.headers
         admin_headers = {"Content-Type": "application/json", "Authorization": f"Api-Key {admin_key}"}
-
-        predcache = Server(env, "predcache_site.settings", "/healthz")
-        stack.callback(predcache.stop)
-        baseline = Server(env, "bench.baseline_settings", "/healthz")
+        baseline = Server(predcache.env, "bench.baseline_settings", "/healthz")
         stack.callback(baseline.stop)
-        client = redis.Redis.from_url(redis_server.url)
+        client = redis.Redis.from_url(predcache.redis.url)
         client.set("bench:baseline", orjson.dumps({"predictions": [0]}))
+        port = predcache.server.port
 
         body = orjson.dumps({"instances": [IRIS_INSTANCE]})
         json_headers = {"Content-Type": "application/json"}
         targets = [
             ("floor", baseline.port, "/baseline", json_headers),
-            ("HIT", predcache.port, "/v1/models/iris:predict", headers),
-            ("HIT with L1", predcache.port, "/v1/models/iris-l1:predict", headers),
+            ("HIT", port, "/v1/models/iris:predict", headers),
+            ("HIT with L1", port, "/v1/models/iris-l1:predict", headers),
         ]
         for _, port, path, target_headers in targets:
             until_l1(port, path, body, target_headers, l1=path.endswith("iris-l1:predict"))
         rows = throughput_turns(targets, body, args)
-        commands = l1_hit_commands(client, predcache.port, body, headers)
-        purges = purge_to_invisible(redis_server, predcache.port, headers, admin_headers, args.purges)
+        commands = l1_hit_commands(client, port, body, headers)
+        purges = purge_to_invisible(predcache.redis, port, headers, admin_headers, args.purges)
     report(rows, commands, purges, args)
 
 
