@@ -190,6 +190,14 @@ PREDCACHE_MAX_DEPTH = env.int("PREDCACHE_MAX_DEPTH", default=32)
 PREDCACHE_CONFIG_CACHE_SECONDS = env.float("PREDCACHE_CONFIG_CACHE_SECONDS", default=1.0)
 PREDCACHE_API_KEY_CACHE_SECONDS = env.float("PREDCACHE_API_KEY_CACHE_SECONDS", default=5.0)
 PREDCACHE_STATS_FLUSH_SECONDS = env.float("PREDCACHE_STATS_FLUSH_SECONDS", default=1.0)
+# The in-process tier of models with l1 on (caching/core/l1.py): per process, at most this many
+# entries and bytes (values, key names and bookkeeping), least recently used out. Its tracking
+# connection is PINGed this often; three missed heartbeats turn the tier off until it answers.
+PREDCACHE_L1_MAX_ENTRIES = env.int("PREDCACHE_L1_MAX_ENTRIES", default=100_000)
+PREDCACHE_L1_MAX_BYTES = env.int("PREDCACHE_L1_MAX_BYTES", default=64 * 1024 * 1024)
+PREDCACHE_L1_HEARTBEAT_SECONDS = env.float("PREDCACHE_L1_HEARTBEAT_SECONDS", default=1.0)
+if PREDCACHE_L1_HEARTBEAT_SECONDS <= 0:
+    raise ImproperlyConfigured("PREDCACHE_L1_HEARTBEAT_SECONDS must be positive")
 # The dashboard: per-minute counters kept this long (0: none kept), and a model's entry count and
 # memory re-measured when its page is opened and the last measurement is older than this.
 PREDCACHE_DASHBOARD_RETENTION_HOURS = env.float("PREDCACHE_DASHBOARD_RETENTION_HOURS", default=24.0)

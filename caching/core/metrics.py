@@ -29,6 +29,12 @@ INSTANCES = Counter(
     ["model", "result"],
     registry=None,
 )
+L1_HITS = Counter(
+    "predcache_l1_hits",
+    "Of the hit instances, those the in-process tier (L1) answered with no Redis command.",
+    ["model"],
+    registry=None,
+)
 REQUEST_SECONDS = Histogram(
     "predcache_request_seconds",
     "Time the read-through took answering a client request, by its X-Cache status "

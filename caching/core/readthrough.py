@@ -153,7 +153,7 @@ class ReadThroughCache:
         now = self.clock()
         locks = self._locks_to_take(spec, directives, distinct, now)
         lookup = self._guard(
-            lambda: self.store.lookup(spec.namespace, spec.model_version, distinct, locks=locks)
+            lambda: self.store.lookup(spec.namespace, spec.model_version, distinct, locks=locks, l1=spec.l1)
         )
         if isinstance(lookup, NoValue):
             if directives.only_if_cached:
@@ -183,6 +183,7 @@ class ReadThroughCache:
             sampled = self.hot.offer(spec.namespace, entries.fresh, first_index, instances, parameters)
         if not (entries.missing or entries.revalidate or lookup.locked):
             prediction = hit_prediction(entries.fresh, digests, now)  # most requests: a hit
+            prediction.l1 = lookup.from_memory
         else:
             if entries.missing and directives.only_if_cached:
                 raise NotCached(
@@ -208,6 +209,7 @@ class ReadThroughCache:
                 computed=prediction.misses > 0,
                 seconds=self._monotonic() - started,
                 stale=prediction.stale,
+                l1_hits=prediction.hits if prediction.l1 else 0,
             )
         return prediction
 

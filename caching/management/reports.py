@@ -26,6 +26,7 @@ STATS_LABELS = (
     ("requests", "requests"),
     ("hit_ratio", "hit ratio (of instances looked up)"),
     ("hits", "instances served from the cache"),
+    ("l1_hits", "of those, from the in-process tier (L1)"),
     ("misses", "instances computed by the model"),
     ("bypassed", "instances passed through (cache bypassed)"),
     ("cached_requests", "requests answered from the cache alone"),
