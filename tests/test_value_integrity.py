@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from caching.core.codec import FLAG_TAGGED, CachedPrediction, decode, decode_hea
 from caching.core.integrity import ValueKeys
 from caching.runtime import get_runtime
 from caching.selectors import served_model_get
+from caching.services import model_upsert
 from tests.support.metrics import samples, value
 from tests.test_deploy_settings import settings_error, settings_under
 
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.django_db
 KEY, OLD_KEY = "new-key-" + "n" * 40, "old-key-" + "o" * 40
 INSTANCE = {"x": 1}
 GENUINE = [{"echo": INSTANCE, "parameters": None}]
+L1_HIT = "predcache; hit; detail=l1"
 
 
 def entry_key(model: str = "echo", instance: Any = INSTANCE) -> tuple[str, str, str]:
@@ -95,6 +98,19 @@ def test_a_forged_value_is_a_miss_answered_by_the_model_counted_and_overwritten(
     lines = capsys.readouterr().out.splitlines()
     shown = {line.split("  ")[0]: line.split("  ")[-1].strip() for line in lines}
     assert shown["entries whose HMAC tag did not verify"] == "2"
+
+
+def test_a_forged_value_is_not_served_by_the_in_process_tier_either(settings, api, backend, http_model):
+    settings.PREDCACHE_VALUE_HMAC_KEY = KEY
+    model_upsert(name="echo", backend="http", target=backend.predict_url, l1=True)
+    deadline = time.monotonic() + 10
+    while predict(api).get("Cache-Status") != L1_HIT:  # the tier answers once Redis tracks its keys
+        assert time.monotonic() < deadline, "the in-process tier never answered"
+
+    forge({"echo": "forged"})  # Redis pushes the change: the tier forgets what it held
+    answer = predict(api)
+    assert answer["X-Cache"] == "MISS" and answer.json()["predictions"] == GENUINE
+    assert predict(api).json()["predictions"] == GENUINE
 
 
 def test_a_genuine_value_copied_under_another_instance_is_not_served(settings, api, backend, http_model):
