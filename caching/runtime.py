@@ -31,6 +31,7 @@ from caching.core.breaker_report import BreakerReport
 from caching.core.cluster import RedisClient
 from caching.core.hotset import HotSampler
 from caching.core.iam_auth import IamTokenCredentials
+from caching.core.integrity import ValueKeys
 from caching.core.keys import KeySpace
 from caching.core.l1 import MemoryTier, TieredStore, Tracking, tracked_prefixes
 from caching.core.memo import ExpiringMemo
@@ -272,6 +273,7 @@ def _build() -> Runtime:
         backend_breakers=backend_breakers,
         single_flight_wait=settings.PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS,
         hot=hot,
+        value_keys=_value_keys(),
     )
     runtime = Runtime(
         client=client,
@@ -301,6 +303,14 @@ def _build() -> Runtime:
         daemon=True,
     ).start()
     return runtime
+
+
+def _value_keys() -> ValueKeys | None:
+    """The HMAC keys of stored values (PREDCACHE_VALUE_HMAC_KEY and _OLD_KEY), None when unset."""
+    key = settings.PREDCACHE_VALUE_HMAC_KEY
+    if not key:
+        return None
+    return ValueKeys(key.encode(), settings.PREDCACHE_VALUE_HMAC_OLD_KEY.encode())
 
 
 def flush_at_exit() -> None:

@@ -163,6 +163,19 @@ PREDCACHE_KEY_PREFIX = env.str("PREDCACHE_KEY_PREFIX", default="pc:")
 PREDCACHE_INSTALLATION_ID = env.str("PREDCACHE_INSTALLATION_ID", default="")
 if PREDCACHE_INSTALLATION_ID and not re.fullmatch(r"[0-9a-z]{1,32}", PREDCACHE_INSTALLATION_ID):
     raise ImproperlyConfigured("PREDCACHE_INSTALLATION_ID must be 1-32 lowercase letters and digits")
+# Integrity of stored values: set, every value written carries an HMAC-SHA256 tag under this key,
+# and a value that does not verify (forged, moved, untagged) is a miss, counted and logged. The old
+# key is accepted for reading only, while values written under it expire (rotation).
+PREDCACHE_VALUE_HMAC_KEY = env.str("PREDCACHE_VALUE_HMAC_KEY", default="")
+PREDCACHE_VALUE_HMAC_OLD_KEY = env.str("PREDCACHE_VALUE_HMAC_OLD_KEY", default="")
+if PREDCACHE_VALUE_HMAC_OLD_KEY and not PREDCACHE_VALUE_HMAC_KEY:
+    raise ImproperlyConfigured("PREDCACHE_VALUE_HMAC_OLD_KEY needs PREDCACHE_VALUE_HMAC_KEY (the new key)")
+for _name, _key in (
+    ("PREDCACHE_VALUE_HMAC_KEY", PREDCACHE_VALUE_HMAC_KEY),
+    ("PREDCACHE_VALUE_HMAC_OLD_KEY", PREDCACHE_VALUE_HMAC_OLD_KEY),
+):
+    if 0 < len(_key) < 32:
+        raise ImproperlyConfigured(f"{_name} must be at least 32 characters (a random string)")
 # Short timeouts: Redis is an accelerator, and a slow one must not slow predictions down.
 PREDCACHE_REDIS_SOCKET_TIMEOUT = env.float("PREDCACHE_REDIS_SOCKET_TIMEOUT", default=0.25)
 PREDCACHE_REDIS_CONNECT_TIMEOUT = env.float("PREDCACHE_REDIS_CONNECT_TIMEOUT", default=0.25)

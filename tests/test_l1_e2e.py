@@ -129,9 +129,9 @@ def test_with_l1_on_a_thousand_repeated_hits_make_no_redis_lookup(
             {"echo": {"l1": 1}, "parameters": None},
             {"echo": {"l1": 2}, "parameters": None},
         ]
-    # No lookup reached Redis: what ran is the workers' own upkeep (stats flushes, heartbeats)
-    # and this test's INFO.
-    assert not {"mget", "get", "evalsha", "eval"} & set(ran), ran
+    # No lookup (an MGET, or the locking lookup's EVALSHA) reached Redis: what ran is the
+    # workers' own upkeep (stats flushes with the hot set's EVAL, heartbeats) and this INFO.
+    assert not {"mget", "get", "evalsha"} & set(ran), ran
     assert sum(ran.values()) < 100, ran
 
 

@@ -355,3 +355,25 @@ def test_usage_and_reclaim_find_a_models_entries_while_its_slot_migrates(
         assert (response.status_code, response["X-Cache"]) == (200, "BYPASS")
     finally:
         cluster.stop()
+
+
+def test_tagged_values_on_the_cluster_and_a_forged_one_is_a_miss(
+    settings, on_cluster, api, backend, http_model
+):
+    """PREDCACHE_VALUE_HMAC_KEY holds on a cluster: the tag covers the entry, wherever its slot is."""
+    from tests.test_value_integrity import GENUINE, INSTANCE, KEY, entry_key, forge
+
+    settings.PREDCACHE_VALUE_HMAC_KEY = KEY
+    document = {"instances": [INSTANCE]}
+    assert api.predict("echo", document)["X-Cache"] == "MISS"
+    assert api.predict("echo", document)["X-Cache"] == "HIT"
+    key, _, _ = entry_key()
+    owner = on_cluster.node_of_slot(model_slot(http_model))
+    with owner.client() as client:
+        assert client.exists(key)
+
+    forge({"echo": "forged"})
+    answer = api.predict("echo", document)
+
+    assert (answer["X-Cache"], answer.json()["predictions"]) == ("MISS", GENUINE)
+    assert len(backend.calls()) == 2

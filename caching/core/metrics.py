@@ -70,6 +70,13 @@ SINGLE_FLIGHT_WAITS = Counter(
     ["model"],
     registry=None,
 )
+INTEGRITY_FAILURES = Counter(
+    "predcache_integrity_failures",
+    "Cached values whose HMAC tag did not verify (forged, copied from another entry, or written "
+    "without the key): treated as misses.",
+    ["model"],
+    registry=None,
+)
 REDIS_ERRORS = Counter(
     "predcache_redis_errors",
     "Redis calls of the cache that failed (the Redis breaker's failures).",

@@ -28,6 +28,7 @@ from caching.core.metrics import (
     BACKEND_SECONDS,
     CACHE_STATUSES,
     INSTANCES,
+    INTEGRITY_FAILURES,
     L1_HITS,
     LATENCY_BUCKETS,
     REDIS_BREAKER,
@@ -176,6 +177,8 @@ class MetricsRecorder(StatsRecorder):
             with self._labels_lock:
                 series.answered_seconds += elapsed
                 series.answered += counts.get("backend_answered", 0)
+        if counts.get("integrity_failures"):
+            INTEGRITY_FAILURES.labels(model).inc(counts["integrity_failures"])
         if counts.get("single_flight_waits"):
             SINGLE_FLIGHT_WAITS.labels(model).inc(counts["single_flight_waits"])
         if counts.get("breaker_rejections"):

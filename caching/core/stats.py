@@ -27,6 +27,7 @@ STAT_FIELDS = (
     "backend_answered",  # instances of the backend calls that succeeded
     "backend_us",  # time those calls took, in microseconds
     "decode_errors",
+    "integrity_failures",  # values whose HMAC tag did not verify (PREDCACHE_VALUE_HMAC_KEY)
     "store_errors",
     "not_stored",
     "not_admitted",

@@ -58,6 +58,7 @@ STATS_LABELS = (
     ("not_stored", "predictions not stored"),
     ("store_errors", "failed writes to Redis"),
     ("decode_errors", "entries that could not be decoded"),
+    ("integrity_failures", "entries whose HMAC tag did not verify"),
     ("version", "version followed"),
     ("retired_versions", "retired versions"),
     ("version_changes", "version changes"),
