@@ -3,9 +3,11 @@
 Starts its own Redis and SQLite file, registers the demo model and caches one instance, then
 calls the app in turns (a hit, then the floor: the bench's one-GET view, served as predict is)
 and prints, for each, microseconds per call of wall time and of this thread's CPU (Redis's own
-time is not in it). With --profile, the top of a cProfile of the hits.
+time is not in it). With --profile, the top of a cProfile of the hits. With --cluster, all of it
+on a Redis Cluster of three primaries (REDIS_CLUSTER=true): the hit's MGET, and the floor's GET,
+then go through redis-py's cluster client.
 
-    .venv/bin/python bench/profile_hit.py [--requests 5000] [--rounds 3] [--profile]
+    .venv/bin/python bench/profile_hit.py [--requests 5000] [--rounds 3] [--profile] [--cluster]
 """
 
 from __future__ import annotations
@@ -35,10 +37,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="calls of each, per round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile of the hits")
+    parser.add_argument("--cluster", action="store_true", help="on a Redis Cluster of three primaries")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="predcache-profile-") as tmp:
         work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
+        if args.cluster:
+            from tests.support.redis_cluster import RedisCluster
+
+            # The broker is never used here, and cannot be the cluster.
+            os.environ.update(REDIS_CLUSTER="true", CELERY_BROKER_URL="memory://")
+            redis_server: RedisServer | RedisCluster = RedisCluster(work / "cluster", replicas=0).start()
+        else:
+            redis_server = RedisServer(work / "redis").start()
         try:
             run(work, redis_server.url, args)
         finally:
