@@ -33,7 +33,7 @@ from caching.core.hotset import HotSampler
 from caching.core.iam_auth import IamTokenCredentials
 from caching.core.integrity import ValueKeys
 from caching.core.keys import KeySpace
-from caching.core.l1 import MemoryTier, TieredStore, Tracking, tracked_prefixes
+from caching.core.l1 import MemoryTier, NodeTrackings, TieredStore, Tracking, tracked_prefixes
 from caching.core.memo import ExpiringMemo
 from caching.core.metrics_recorder import MetricsRecorder
 from caching.core.readthrough import ReadThroughCache
@@ -193,25 +193,40 @@ def _install(runtime: Runtime) -> None:
     _current = runtime
 
 
-def _tiered(store: PredictionStore, client: redis.Redis, keyspace: KeySpace) -> TieredStore:
-    """``store`` behind the in-process tier (idle, with no connection, until an l1 model is used)."""
+def _tiered(store: PredictionStore, client: RedisClient, keyspace: KeySpace) -> TieredStore:
+    """``store`` behind the in-process tier (idle, with no connection, until an l1 model is used).
+
+    On one Redis the tier's pushes come on one tracking connection; on a cluster, on one per
+    primary, each model's from the primary owning its slot.
+    """
     tier = MemoryTier(
         max_entries=settings.PREDCACHE_L1_MAX_ENTRIES, max_bytes=settings.PREDCACHE_L1_MAX_BYTES
     )
-    pool = client.connection_pool
 
-    def connect() -> redis.Connection:
-        # The pool's own settings (address, TLS, AUTH, timeouts), speaking RESP3 for the pushes.
-        return pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})  # type: ignore[no-any-return]
+    def tracking(pool: redis.ConnectionPool) -> Tracking:
+        def connect() -> redis.Connection:
+            # The pool's own settings (address, TLS, AUTH, timeouts), speaking RESP3 for the pushes.
+            return pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})  # type: ignore[no-any-return]
 
-    tracking = Tracking(
-        connect,
-        tracked_prefixes(keyspace),
-        on_keys=tier.forget,
-        on_reset=tier.clear,
-        heartbeat_seconds=settings.PREDCACHE_L1_HEARTBEAT_SECONDS,
-    )
-    return TieredStore(store, keyspace, tier, tracking)
+        return Tracking(
+            connect,
+            tracked_prefixes(keyspace),
+            on_keys=tier.forget,
+            on_reset=tier.clear,
+            heartbeat_seconds=settings.PREDCACHE_L1_HEARTBEAT_SECONDS,
+        )
+
+    if isinstance(client, redis.Redis):
+        return TieredStore(store, keyspace, tier, tracking(client.connection_pool))
+    cluster = client
+
+    def owner_of(namespace: str) -> str:
+        return str(cluster.get_node_from_key(keyspace.generation(namespace)).name)
+
+    def node_tracking(name: str) -> Tracking:
+        return tracking(cluster.get_redis_connection(cluster.get_node(node_name=name)).connection_pool)
+
+    return TieredStore(store, keyspace, tier, NodeTrackings(owner_of, node_tracking))
 
 
 def _build() -> Runtime:
@@ -227,11 +242,7 @@ def _build() -> Runtime:
         credential_provider=IamTokenCredentials() if settings.PREDCACHE_REDIS_IAM_AUTH else None,
     )
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
-    store: PredictionStore = RedisPredictionStore(client, keyspace)
-    # On a cluster no model is answered from memory (l1 on is ignored): the tier's coherence rests
-    # on one tracking connection seeing every change, and a cluster's changes are on each primary.
-    if isinstance(client, redis.Redis):
-        store = _tiered(store, client, keyspace)
+    store = _tiered(RedisPredictionStore(client, keyspace), client, keyspace)
     hot = HotSampler(
         one_in=settings.PREDCACHE_HOT_SAMPLE_RATE,
         half_life=settings.PREDCACHE_HOT_HALF_LIFE_SECONDS,

@@ -161,20 +161,59 @@ def test_a_miss_is_one_locking_lookup_and_one_save_on_that_node(on_cluster, coun
     assert set(commands) == {owner.port}  # the other primaries were sent nothing
 
 
-def test_a_model_with_l1_on_is_answered_from_the_cluster_every_time(on_cluster, counts, api, backend):
-    """The in-process tier stays off on a cluster: its pushes would come from one node only."""
-    model, _ = model_upsert(name="tiered", backend="http", target=backend.predict_url, l1=True)
-    owner = on_cluster.node_of_slot(model_slot(model))
-    document = {"instances": [[1]]}
-    for _ in range(3):
-        api.predict("tiered", document)
+L1_HIT = "predcache; hit; detail=l1"
 
-    commands, hit = counts.during(lambda: api.predict("tiered", document))
 
-    assert (hit["X-Cache"], hit["Cache-Status"]) == ("HIT", "predcache; hit")
-    assert commands == {owner.port: {"mget": 1}}
+def test_a_model_with_l1_on_is_answered_in_process_and_its_purge_is_pushed_by_its_primary(
+    on_cluster, counts, api, backend
+):
+    """On a cluster the tier tracks each model on the primary owning its slot."""
+    model_upsert(name="tiered", backend="http", target=backend.predict_url, l1=True)
+    document = {"instances": [{"calls": "c"}]}  # each computation answers the model's call count
+    wait_for(
+        lambda: api.predict("tiered", document)["Cache-Status"] == L1_HIT,
+        timeout=10,
+        what="a hit from the in-process tier",
+    )
+    purged = api.predict("tiered", document).json()["predictions"]
+
+    commands, hits = counts.during(lambda: [api.predict("tiered", document) for _ in range(20)])
+
+    assert all(hit["Cache-Status"] == L1_HIT and hit.json()["predictions"] == purged for hit in hits)
+    assert not any({"mget", "evalsha"} & set(node) for node in commands.values()), commands
     call_command("predcache", "purge", "tiered")
-    assert api.predict("tiered", document)["X-Cache"] == "MISS"
+    after = api.predict("tiered", document)
+    assert after["X-Cache"] == "MISS" and after.json()["predictions"] != purged
+
+
+def test_after_a_failover_the_tier_tracks_the_models_new_primary(on_cluster, api, backend):
+    """A replica takes over (CLUSTER FAILOVER, the old primary stays up as its replica): a purge on
+    the new primary reaches the tier, which never serves the purged prediction."""
+    model, _ = model_upsert(name="moved", backend="http", target=backend.predict_url, l1=True)
+    document = {"instances": [{"calls": "m"}]}
+    wait_for(
+        lambda: api.predict("moved", document)["Cache-Status"] == L1_HIT,
+        timeout=10,
+        what="a hit from the in-process tier",
+    )
+    old = on_cluster.node_of_slot(model_slot(model))
+    replica = on_cluster.replica_of(old)
+    purged = api.predict("moved", document).json()["predictions"]
+
+    replica.command("CLUSTER", "FAILOVER")
+    wait_for(
+        lambda: on_cluster.node_of_slot(model_slot(model)).port == replica.port, timeout=20, what="failover"
+    )
+    on_cluster.wait_healthy()
+    call_command("predcache", "purge", "moved")  # on the new primary
+
+    answers = [api.predict("moved", document) for _ in range(5)]
+    assert all(a.status_code == 200 and a.json()["predictions"] != purged for a in answers)
+    wait_for(
+        lambda: api.predict("moved", document)["Cache-Status"] == L1_HIT,
+        timeout=10,
+        what="the tier serving again, tracked on the new primary",
+    )
 
 
 def test_instance_and_model_purges_on_the_cluster(on_cluster, api, backend, http_model, tmp_path, capsys):

@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -341,6 +341,64 @@ def tracked_prefixes(keyspace: KeySpace) -> Callable[[str], list[str]]:
     return prefixes
 
 
+class Invalidations(Protocol):
+    """What the tier asks of its invalidation channel: :class:`Tracking`, or :class:`NodeTrackings`."""
+
+    def stamp(self, namespace: str) -> Any | None: ...
+
+    def if_unchanged(self, namespace: str, stamp: Any, keep: Callable[[], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NodeTrackings:
+    """On a Redis Cluster: a :class:`Tracking` per primary, each namespace asked of the one owning it.
+
+    Every key of a model shares its hash tag, so all of a model's changes happen on the primary
+    that owns its slot, and that primary's pushes are all the tier needs. The owner is asked of
+    the cluster client's slot map on every lookup (a CRC16 and a table read), so once a failover
+    or a resharding moves the slot and the client has read the new map, the namespace is tracked
+    on the new owner; until Redis confirms that tracking, the tier serves nothing for it.
+    """
+
+    def __init__(self, owner_of: Callable[[str], str], tracking_for: Callable[[str], Tracking]) -> None:
+        self._owner_of = owner_of  # namespace -> the name of the primary owning its slot
+        self._tracking_for = tracking_for
+        self._trackings: dict[str, Tracking] = {}
+        self._lock = threading.Lock()
+
+    def _tracking(self, namespace: str) -> Tracking | None:
+        try:
+            node = self._owner_of(namespace)
+        except REDIS_FAILURES:
+            return None  # the cluster is unreachable (its client not built): no tier
+        tracking = self._trackings.get(node)
+        if tracking is None:
+            with self._lock:
+                tracking = self._trackings.get(node)
+                if tracking is None:
+                    tracking = self._trackings[node] = self._tracking_for(node)
+        return tracking
+
+    def stamp(self, namespace: str) -> tuple[Tracking, tuple[int, int]] | None:
+        tracking = self._tracking(namespace)
+        stamp = None if tracking is None else tracking.stamp(namespace)
+        return None if tracking is None or stamp is None else (tracking, stamp)
+
+    def if_unchanged(
+        self, namespace: str, stamp: tuple[Tracking, tuple[int, int]], keep: Callable[[], None]
+    ) -> None:
+        tracking, inner = stamp
+        if self._tracking(namespace) is tracking:  # the slot did not move meanwhile
+            tracking.if_unchanged(namespace, inner, keep)
+
+    def close(self) -> None:
+        with self._lock:
+            trackings, self._trackings = list(self._trackings.values()), {}
+        for tracking in trackings:
+            tracking.close()
+
+
 class TieredStore:
     """A :class:`~caching.core.store.PredictionStore` with the in-process tier in front of another.
 
@@ -350,7 +408,7 @@ class TieredStore:
     """
 
     def __init__(
-        self, store: PredictionStore, keyspace: KeySpace, tier: MemoryTier, tracking: Tracking
+        self, store: PredictionStore, keyspace: KeySpace, tier: MemoryTier, tracking: Invalidations
     ) -> None:
         self.store = store
         self.keyspace = keyspace
