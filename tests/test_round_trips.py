@@ -136,9 +136,9 @@ def test_a_rate_limited_key_spends_leased_tokens_so_its_hits_stay_one_round_trip
     assert (hit["X-Cache"], sent) == ("HIT", ["MGET"])
 
 
-def test_a_key_limited_to_under_20_a_period_leases_one_token_a_request(backend, http_model, observed):
+def test_a_key_limited_to_under_40_a_period_leases_one_token_a_request(backend, http_model, observed):
     """Its tokens are leased one at a time, so the limit holds to the request across processes."""
-    limited = limited_client("19/m")
+    limited = limited_client("39/m")
     warm_up(limited)
     limited.predict("echo", {"instances": [[5]]})
     sent, hit = observed.during(lambda: limited.predict("echo", {"instances": [[5]]}))

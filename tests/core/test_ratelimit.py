@@ -123,8 +123,8 @@ def test_a_busy_key_leases_a_twentieth_of_its_limit_at_a_time(buckets, clock):
 
 def test_a_small_limit_leases_one_token_at_a_time(buckets, clock):
     limits = limiter(buckets, clock)
-    assert admitted(limits, "key", Rate(19, 60), 19) == 19
-    assert buckets.leases == [1] * 19
+    assert admitted(limits, "key", Rate(39, 60), 39) == 39
+    assert buckets.leases == [1] * 39
 
 
 def test_a_refused_key_is_refused_here_until_its_bucket_has_a_token_again(buckets, clock):
