@@ -188,6 +188,9 @@ def test_both_predict_routes_spend_one_limit(http_model, vertex_model):
 def test_with_redis_down_rate_limited_keys_are_served(settings, http_model):
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     settings.PREDCACHE_REDIS_SOCKET_TIMEOUT = settings.PREDCACHE_REDIS_CONNECT_TIMEOUT = 0.2
+    # Every request tries Redis (the breaker stays closed: an open one would stay in this
+    # process's metrics for the tests after this one); tests/core/test_ratelimit.py opens it.
+    settings.PREDCACHE_REDIS_BREAKER_FAILURES = 100
     api = key_client(rate=Rate(1, 60))
     responses = [api.predict("echo", ONE_INSTANCE) for _ in range(3)]
     assert [(response.status_code, response["X-Cache"]) for response in responses] == [(200, "BYPASS")] * 3
