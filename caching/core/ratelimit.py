@@ -164,7 +164,8 @@ class RateLimiter:
     def admit(self, name: str, rate: Rate) -> None:
         """Spend one of ``name``'s tokens; RateLimited if its bucket has none."""
         budget = self._budgets.get(name)
-        if budget is None or budget.rate != rate:  # a new key, or its rate was changed
+        # A new key, or its rate was changed (the same Rate object while its check is remembered).
+        if budget is None or (budget.rate is not rate and budget.rate != rate):
             with self._lock:
                 budget = self._budgets.get(name)
                 if budget is None or budget.rate != rate:
