@@ -51,6 +51,11 @@ BENCHMARKS = (
     Benchmark("stampede", ("--rounds", "3"), ("--rounds", "1", "--model-ms", "30")),
     Benchmark("memory", ("--entries", "500"), ("--entries", "50")),
     Benchmark("warm", ("--seconds", "2"), ("--seconds", "0.3")),
+    Benchmark(
+        "l1",
+        ("--turns", "8", "--turn-seconds", "1.5", "--purges", "200"),
+        ("--turns", "1", "--turn-seconds", "0.3", "--purges", "10"),
+    ),
 )
 
 

@@ -84,6 +84,7 @@ def series(
         "labels": [time.strftime("%H:%M", time.gmtime(minute * 60)) for minute in minutes],
         "requests": [count["requests"] for count in counts],
         "hits": [count["hits"] for count in counts],
+        "l1_hits": [count["l1_hits"] for count in counts],
         "misses": [count["misses"] for count in counts],
         "hit_ratio": [
             round(count["hits"] / (count["hits"] + count["misses"]), 4)

@@ -29,7 +29,9 @@ from caching.backends.http import shared_connection_pools
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.breaker_report import BreakerReport
 from caching.core.hotset import HotSampler
+from caching.core.integrity import ValueKeys
 from caching.core.keys import KeySpace
+from caching.core.l1 import MemoryTier, TieredStore, Tracking, tracked_prefixes
 from caching.core.memo import ExpiringMemo, OncePer
 from caching.core.metrics_recorder import MetricsRecorder
 from caching.core.ratelimit import RateLimiter
@@ -196,6 +198,27 @@ def _install(runtime: Runtime) -> None:
     _current = runtime
 
 
+def _tiered(store: PredictionStore, client: redis.Redis, keyspace: KeySpace) -> TieredStore:
+    """``store`` behind the in-process tier (idle, with no connection, until an l1 model is used)."""
+    tier = MemoryTier(
+        max_entries=settings.PREDCACHE_L1_MAX_ENTRIES, max_bytes=settings.PREDCACHE_L1_MAX_BYTES
+    )
+    pool = client.connection_pool
+
+    def connect() -> redis.Connection:
+        # The pool's own settings (address, TLS, AUTH, timeouts), speaking RESP3 for the pushes.
+        return pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})  # type: ignore[no-any-return]
+
+    tracking = Tracking(
+        connect,
+        tracked_prefixes(keyspace),
+        on_keys=tier.forget,
+        on_reset=tier.clear,
+        heartbeat_seconds=settings.PREDCACHE_L1_HEARTBEAT_SECONDS,
+    )
+    return TieredStore(store, keyspace, tier, tracking)
+
+
 def _build() -> Runtime:
     client = redis_client(
         settings.REDIS_URL,
@@ -206,7 +229,7 @@ def _build() -> Runtime:
         tls_check_hostname=settings.PREDCACHE_REDIS_TLS_CHECK_HOSTNAME,
     )
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
-    store = RedisPredictionStore(client, keyspace)
+    store = _tiered(RedisPredictionStore(client, keyspace), client, keyspace)
     hot = HotSampler(
         one_in=settings.PREDCACHE_HOT_SAMPLE_RATE,
         half_life=settings.PREDCACHE_HOT_HALF_LIFE_SECONDS,
@@ -248,6 +271,7 @@ def _build() -> Runtime:
         backend_breakers=backend_breakers,
         single_flight_wait=settings.PREDCACHE_SINGLE_FLIGHT_WAIT_SECONDS,
         hot=hot,
+        value_keys=_value_keys(),
     )
     runtime = Runtime(
         client=client,
@@ -279,6 +303,14 @@ def _build() -> Runtime:
         daemon=True,
     ).start()
     return runtime
+
+
+def _value_keys() -> ValueKeys | None:
+    """The HMAC keys of stored values (PREDCACHE_VALUE_HMAC_KEY and _OLD_KEY), None when unset."""
+    key = settings.PREDCACHE_VALUE_HMAC_KEY
+    if not key:
+        return None
+    return ValueKeys(key.encode(), settings.PREDCACHE_VALUE_HMAC_OLD_KEY.encode())
 
 
 def flush_at_exit() -> None:

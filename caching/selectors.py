@@ -97,6 +97,7 @@ def served_model_build(*, model: ModelEndpoint) -> ServedModel:
         max_age=policy.max_age_seconds,
         backend_timeout=model.timeout_seconds,
         model_id=model.pk,
+        l1=policy.l1,
     )
     get_runtime().stats.name_model(spec.namespace, spec.model_name)  # the metrics' model label
     return ServedModel(

@@ -156,6 +156,19 @@ PREDCACHE_KEY_PREFIX = env.str("PREDCACHE_KEY_PREFIX", default="pc:")
 PREDCACHE_INSTALLATION_ID = env.str("PREDCACHE_INSTALLATION_ID", default="")
 if PREDCACHE_INSTALLATION_ID and not re.fullmatch(r"[0-9a-z]{1,32}", PREDCACHE_INSTALLATION_ID):
     raise ImproperlyConfigured("PREDCACHE_INSTALLATION_ID must be 1-32 lowercase letters and digits")
+# Integrity of stored values: set, every value written carries an HMAC-SHA256 tag under this key,
+# and a value that does not verify (forged, moved, untagged) is a miss, counted and logged. The old
+# key is accepted for reading only, while values written under it expire (rotation).
+PREDCACHE_VALUE_HMAC_KEY = env.str("PREDCACHE_VALUE_HMAC_KEY", default="")
+PREDCACHE_VALUE_HMAC_OLD_KEY = env.str("PREDCACHE_VALUE_HMAC_OLD_KEY", default="")
+if PREDCACHE_VALUE_HMAC_OLD_KEY and not PREDCACHE_VALUE_HMAC_KEY:
+    raise ImproperlyConfigured("PREDCACHE_VALUE_HMAC_OLD_KEY needs PREDCACHE_VALUE_HMAC_KEY (the new key)")
+for _name, _key in (
+    ("PREDCACHE_VALUE_HMAC_KEY", PREDCACHE_VALUE_HMAC_KEY),
+    ("PREDCACHE_VALUE_HMAC_OLD_KEY", PREDCACHE_VALUE_HMAC_OLD_KEY),
+):
+    if 0 < len(_key) < 32:
+        raise ImproperlyConfigured(f"{_name} must be at least 32 characters (a random string)")
 # Short timeouts: Redis is an accelerator, and a slow one must not slow predictions down.
 PREDCACHE_REDIS_SOCKET_TIMEOUT = env.float("PREDCACHE_REDIS_SOCKET_TIMEOUT", default=0.25)
 PREDCACHE_REDIS_CONNECT_TIMEOUT = env.float("PREDCACHE_REDIS_CONNECT_TIMEOUT", default=0.25)
@@ -177,6 +190,14 @@ PREDCACHE_MAX_DEPTH = env.int("PREDCACHE_MAX_DEPTH", default=32)
 PREDCACHE_CONFIG_CACHE_SECONDS = env.float("PREDCACHE_CONFIG_CACHE_SECONDS", default=1.0)
 PREDCACHE_API_KEY_CACHE_SECONDS = env.float("PREDCACHE_API_KEY_CACHE_SECONDS", default=5.0)
 PREDCACHE_STATS_FLUSH_SECONDS = env.float("PREDCACHE_STATS_FLUSH_SECONDS", default=1.0)
+# The in-process tier of models with l1 on (caching/core/l1.py): per process, at most this many
+# entries and bytes (values, key names and bookkeeping), least recently used out. Its tracking
+# connection is PINGed this often; three missed heartbeats turn the tier off until it answers.
+PREDCACHE_L1_MAX_ENTRIES = env.int("PREDCACHE_L1_MAX_ENTRIES", default=100_000)
+PREDCACHE_L1_MAX_BYTES = env.int("PREDCACHE_L1_MAX_BYTES", default=64 * 1024 * 1024)
+PREDCACHE_L1_HEARTBEAT_SECONDS = env.float("PREDCACHE_L1_HEARTBEAT_SECONDS", default=1.0)
+if PREDCACHE_L1_HEARTBEAT_SECONDS <= 0:
+    raise ImproperlyConfigured("PREDCACHE_L1_HEARTBEAT_SECONDS must be positive")
 # The dashboard: per-minute counters kept this long (0: none kept), and a model's entry count and
 # memory re-measured when its page is opened and the last measurement is older than this.
 PREDCACHE_DASHBOARD_RETENTION_HOURS = env.float("PREDCACHE_DASHBOARD_RETENTION_HOURS", default=24.0)

@@ -242,7 +242,7 @@ def test_upsert_sets_every_policy_flag(db, capsys):
         "--ttl", "120", "--jitter", "0.2", "--stale-while-revalidate", "30", "--stale-if-error", "600",
         "--mode", "bypass", "--round", "3sig", "--ignore-field", "request_id", "--ignore-field", "meta.trace",
         "--admit-after", "2", "--max-entry-bytes", "5000", "--purge-cron", "0 3 * * *",
-        "--warm-rate", "20", "--warm-batch-size", "25", "--refresh-ahead", "300",
+        "--warm-rate", "20", "--warm-batch-size", "25", "--refresh-ahead", "300", "--l1", "on",
     )  # fmt: skip
     policy = CachePolicy.objects.get(model__name="p")
     assert (policy.ttl_seconds, policy.ttl_jitter, policy.mode) == (120, 0.2, "bypass")
@@ -252,6 +252,7 @@ def test_upsert_sets_every_policy_flag(db, capsys):
     assert (policy.admit_after, policy.max_entry_bytes) == (2, 5000)
     assert (policy.purge_schedule, policy.warm_rate, policy.warm_batch_size) == ("0 3 * * *", 20, 25)
     assert policy.refresh_ahead_seconds == 300
+    assert policy.l1 is True
 
     call_command(*base, "--round", "2")
     policy.refresh_from_db()
@@ -261,7 +262,10 @@ def test_upsert_sets_every_policy_flag(db, capsys):
     assert (policy.round_decimals, policy.round_significant, policy.mode) == (None, None, "cache")
     call_command(*base, "--warm-rate", "off", "--purge-cron", "")
     policy.refresh_from_db()
-    assert (policy.warm_rate, policy.purge_schedule) == (None, "")
+    assert (policy.warm_rate, policy.purge_schedule, policy.l1) == (None, "", True)
+    call_command(*base, "--l1", "off")
+    policy.refresh_from_db()
+    assert policy.l1 is False
 
 
 @pytest.mark.parametrize(
@@ -275,6 +279,7 @@ def test_upsert_sets_every_policy_flag(db, capsys):
         ("--purge-cron", "every day"),
         ("--warm-rate", "0"),
         ("--warm-batch-size", "0"),
+        ("--l1", "yes"),
     ],
 )
 def test_invalid_policy_flags_are_refused_and_change_nothing(db, flags):

@@ -134,9 +134,10 @@ def test_the_dashboard_draws_what_clients_asked(
                     dataset["labels"] == len(served["labels"])
                     and dataset["width"] > 100 < dataset["height"] + 100
                 )
-        requests, hits, misses = chart_data(page, "requests")
+        requests, hits, l1_hits, misses = chart_data(page, "requests")
         assert requests["data"] == served["requests"] and total(requests["data"]) == 12
         assert (total(hits["data"]), total(misses["data"])) == (8, 4)
+        assert l1_hits["data"] == served["l1_hits"] and total(l1_hits["data"]) == 0  # echo has no L1
         assert total(chart_data(page, "backend")[0]["data"]) == 4 == len(backend.calls())
         rows = page.locator("#dashboard-models tbody tr")
         expect(rows).to_have_count(2)
@@ -160,7 +161,7 @@ def test_the_dashboard_draws_what_clients_asked(
         assert miss_ms["data"] == served["miss_ms"] and total(miss_ms["data"]) > 0
         figures = page.locator("#dashboard-figures tbody tr")
         expect(figures).to_contain_text("67%")
-        entries = figures.locator("td").nth(5)
+        entries = figures.locator("td").nth(6)
         expect(entries).to_have_text("4")  # measured on opening the page: the 4 instances computed
         screenshot(page, "dashboard-model", full_page=True)
     finally:

@@ -34,6 +34,7 @@ _CACHE_STATUS = {
     ("STALE", False): "predcache; hit; detail=stale",
     ("STALE", True): "predcache; hit; detail=stale",
 }
+_L1_CACHE_STATUS = "predcache; hit; detail=l1"  # a HIT from the in-process tier: no Redis command
 
 
 class JsonOnlyNegotiation(BaseContentNegotiation):
@@ -101,11 +102,12 @@ def predict(request: HttpRequest, model: str, access: KeyAccess) -> HttpResponse
 def prediction_response(body: dict[str, Any], result: Prediction) -> HttpResponse:
     """Render predictions with orjson (DRF's renderer is slower) and the cache headers."""
     response = HttpResponse(orjson.dumps(body), content_type="application/json")
+    status = _L1_CACHE_STATUS if result.l1 else _CACHE_STATUS[result.cache_status, result.stored]
     headers = [
         ("X-Cache", result.cache_status),
         ("X-Cache-Hits", str(result.hits)),
         ("X-Cache-Misses", str(result.misses)),
-        ("Cache-Status", _CACHE_STATUS[result.cache_status, result.stored]),
+        ("Cache-Status", status),
     ]
     if result.age is not None:
         headers.append(("Age", str(result.age)))

@@ -3,12 +3,17 @@
 Layout (never pickle, so reading a value cannot run code)::
 
     byte 0     format version (1)
-    byte 1     flags (bit 0: payload is zlib-compressed, bit 1: zstd-compressed)
+    byte 1     flags (bit 0: payload is zlib-compressed, bit 1: zstd-compressed, bit 2: tagged)
     bytes 2-3  header length, unsigned big-endian
     header     JSON object with metadata: generation "g", creation time "t", fresh until
                "x" (absent in values written before it existed: fresh for their whole TTL),
                model version "v" and deployed model "d"
     payload    JSON of the prediction
+    tag        when tagged: 32 bytes, the HMAC-SHA256 of all the bytes before it and the entry's
+               identity (caching.core.integrity)
+
+The tag is last so that everything read by offset (the Lua scripts and :func:`decode_header`
+read the header) stays where it was.
 """
 
 from __future__ import annotations
@@ -20,15 +25,23 @@ from typing import Any
 
 import orjson
 
+from caching.core.integrity import TAG_BYTES, ValueKeys
+
 FORMAT_VERSION = 1
 FLAG_ZLIB = 0x01
 FLAG_ZSTD = 0x02
+FLAG_TAGGED = 0x04  # an HMAC tag of TAG_BYTES ends the value
+_COMPRESSED = FLAG_ZLIB | FLAG_ZSTD
 _PREAMBLE = struct.Struct(">BBH")
 _MAX_PAYLOAD = 256 * 1024 * 1024  # a decompression bomb stops here
 
 
 class CodecError(ValueError):
     """A stored value that cannot be decoded; callers treat it as a miss."""
+
+
+class IntegrityError(CodecError):
+    """A value whose HMAC tag does not verify (forged, copied from another entry, untagged): a miss."""
 
 
 # Not frozen: built on every hit, where a frozen dataclass's __init__ (object.__setattr__ per
@@ -48,8 +61,19 @@ class CachedPrediction:
         return max(0.0, now - self.created_at)
 
 
-def encode(entry: CachedPrediction, *, compress_over: int | None = None, compression: str = "zlib") -> bytes:
-    """Serialize ``entry``; compress the payload (zlib or zstd) when longer than ``compress_over``."""
+def encode(
+    entry: CachedPrediction,
+    *,
+    compress_over: int | None = None,
+    compression: str = "zlib",
+    keys: ValueKeys | None = None,
+    namespace: str = "",
+    digest: str = "",
+) -> bytes:
+    """Serialize ``entry``; compress the payload (zlib or zstd) when longer than ``compress_over``.
+
+    With ``keys``, the value ends with its tag as the entry ``digest`` of ``namespace``.
+    """
     header: dict[str, Any] = {
         "g": entry.generation,
         "t": entry.created_at,
@@ -68,7 +92,10 @@ def encode(entry: CachedPrediction, *, compress_over: int | None = None, compres
         else:
             payload = zlib.compress(payload)
             flags |= FLAG_ZLIB
-    return _PREAMBLE.pack(FORMAT_VERSION, flags, len(header_bytes)) + header_bytes + payload
+    if keys is None:
+        return _PREAMBLE.pack(FORMAT_VERSION, flags, len(header_bytes)) + header_bytes + payload
+    body = _PREAMBLE.pack(FORMAT_VERSION, flags | FLAG_TAGGED, len(header_bytes)) + header_bytes + payload
+    return body + keys.tag(namespace, digest, body)
 
 
 def _zstd_decompress(payload: bytes) -> bytes:
@@ -84,17 +111,32 @@ def _zstd() -> Any:
     return zstandard
 
 
-def decode(raw: bytes) -> CachedPrediction:
-    """Parse a stored value, raising :class:`CodecError` for anything unexpected."""
+def decode(
+    raw: bytes, *, keys: ValueKeys | None = None, namespace: str = "", digest: str = ""
+) -> CachedPrediction:
+    """Parse a stored value, raising :class:`CodecError` for anything unexpected.
+
+    With ``keys``, the value must carry a tag that verifies as the entry ``digest`` of
+    ``namespace`` (else :class:`IntegrityError`, before anything is parsed). Without, a tag is
+    not checked.
+    """
     if len(raw) < _PREAMBLE.size:
         raise CodecError("value shorter than its preamble")
     version, flags, header_length = _PREAMBLE.unpack_from(raw)
+    end = len(raw) - TAG_BYTES if flags & FLAG_TAGGED else len(raw)
+    if keys is not None:
+        if not flags & FLAG_TAGGED:
+            raise IntegrityError("the value carries no HMAC tag")
+        if end < _PREAMBLE.size or not keys.verifies(namespace, digest, raw[:end], raw[end:]):
+            raise IntegrityError("the value's HMAC tag does not verify")
     if version != FORMAT_VERSION:
         raise CodecError(f"unknown value format version {version}")
     header_end = _PREAMBLE.size + header_length
+    if header_end > end:
+        raise CodecError("header longer than the value")
     try:
         header = orjson.loads(raw[_PREAMBLE.size : header_end])
-        payload = raw[header_end:]
+        payload = raw[header_end:end]
         if flags & FLAG_ZLIB:
             payload = zlib.decompressobj().decompress(payload, _MAX_PAYLOAD)
         elif flags & FLAG_ZSTD:
@@ -112,14 +154,16 @@ def decode(raw: bytes) -> CachedPrediction:
 
 
 class DecodedEntries:
-    """Entries decoded earlier, by key, given again while the store returns the very same bytes.
+    """Entries decoded earlier, by digest, given again while the store returns the very same bytes.
 
-    A hit reads its entry from the store every time; what this spares is parsing it: when the
-    bytes equal those decoded last time under the same key, the entry decoded then is the
-    answer (decoding is a function of the bytes alone, so this can never serve anything the
-    store did not return). Only uncompressed values of at most ``max_value_bytes`` are kept, so
-    the JSON held is at most ``max_bytes`` (its Python objects take a few times that); past
-    ``max_entries`` or ``max_bytes`` it forgets everything and starts over.
+    A hit reads its entry from the store every time; what this spares is parsing it (and checking
+    its tag): when the bytes equal those decoded last time as the same entry (namespace and
+    digest), the entry decoded then is the answer. Decoding and verifying are functions of the
+    bytes, the entry's identity and ``keys``, which are fixed for the life of the memory, so this
+    can never serve anything the store did not return, nor a value that did not verify. Only
+    uncompressed values of at most ``max_value_bytes`` are kept, so the JSON held is at most
+    ``max_bytes`` (its Python objects take a few times that); past ``max_entries`` or
+    ``max_bytes`` it forgets everything and starts over.
 
     Thread-safe without a lock: each read and write is one dict call, atomic under the GIL; a
     lost update costs one decode and the byte count is an estimate. The entries are shared by
@@ -128,25 +172,37 @@ class DecodedEntries:
     """
 
     def __init__(
-        self, *, max_entries: int = 10_000, max_bytes: int = 1024 * 1024, max_value_bytes: int = 4096
+        self,
+        *,
+        keys: ValueKeys | None = None,
+        max_entries: int = 10_000,
+        max_bytes: int = 1024 * 1024,
+        max_value_bytes: int = 4096,
     ) -> None:
+        self._keys = keys
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.max_value_bytes = max_value_bytes
-        self._entries: dict[str, tuple[bytes, CachedPrediction]] = {}
+        self._entries: dict[str, tuple[bytes, str, CachedPrediction]] = {}  # digest: raw, namespace, entry
         self._bytes = 0
 
-    def decode(self, key: str, raw: bytes) -> CachedPrediction:
-        """:func:`decode` of ``raw``, the stored value of ``key``; raises :class:`CodecError` likewise."""
-        known = self._entries.get(key)
-        if known is not None and known[0] == raw:
-            return known[1]
-        entry = decode(raw)
+    @property
+    def keys(self) -> ValueKeys | None:
+        """The keys values are verified with (read-only: the entries kept were verified with them)."""
+        return self._keys
+
+    def decode(self, namespace: str, digest: str, raw: bytes) -> CachedPrediction:
+        """:func:`decode` of ``raw``, the stored value of entry ``digest`` of ``namespace``, verified
+        with :attr:`keys`; raises :class:`CodecError` (or :class:`IntegrityError`) likewise."""
+        known = self._entries.get(digest)
+        if known is not None and known[0] == raw and known[1] == namespace:
+            return known[2]
+        entry = decode(raw, keys=self._keys, namespace=namespace, digest=digest)
         size = len(raw)
-        if size <= self.max_value_bytes and not raw[1]:  # flags: not compressed
+        if size <= self.max_value_bytes and not raw[1] & _COMPRESSED:
             if len(self._entries) >= self.max_entries or self._bytes + size > self.max_bytes:
                 self._entries, self._bytes, known = {}, 0, None
-            self._entries[key] = (raw, entry)
+            self._entries[digest] = (raw, namespace, entry)
             self._bytes += size - (len(known[0]) if known is not None else 0)
         return entry
 
@@ -158,7 +214,9 @@ def decode_header(prefix: bytes) -> dict[str, Any]:
     """The metadata of a stored value, read from its first bytes only (the payload is not needed).
 
     Raises :class:`CodecError` for a value that is not ours or corrupt, and also when
-    ``prefix`` stops before the end of the header: read more of the value then.
+    ``prefix`` stops before the end of the header: read more of the value then. A tag is not
+    checked (it is at the end): what reads headers alone (reclaim, refresh-ahead's sweep) decides
+    upkeep, never what a client is served.
     """
     if len(prefix) < _PREAMBLE.size:
         raise CodecError("value shorter than its preamble")

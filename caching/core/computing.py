@@ -13,6 +13,7 @@ from caching.core.backend_calls import BackendCaller
 from caching.core.codec import CachedPrediction
 from caching.core.fresh_hints import FreshHints
 from caching.core.guard import StoreGuard
+from caching.core.integrity import ValueKeys
 from caching.core.sentinels import NoValue
 from caching.core.singleflight import Waiter
 from caching.core.spec import CacheSpec, VersionChange, tag_of
@@ -73,6 +74,7 @@ class Computer:
     _guard: StoreGuard
     _call_backend: BackendCaller
     _waiter: Waiter
+    value_keys: ValueKeys | None = None  # tag the values written
 
     def fill(self, request: Request, answers: Answers, missing: list[str], unused: set[str]) -> None:
         """Compute the misses once across processes: with the locks taken, wait for the others'."""
@@ -177,6 +179,7 @@ class Computer:
             token=token,
             release=release,
             handoff_seconds=self.single_flight_wait + 1,
+            keys=self.value_keys,
         )
         if written.stored:
             self.hints.remember(entries)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from caching.core.codec import CachedPrediction, CodecError, decode
+from caching.core.codec import CachedPrediction, CodecError, IntegrityError, decode
 from caching.core.keys import version_tag
 from caching.core.sentinels import NoValue
 from caching.core.spec import NO_DIRECTIVES, CacheSpec, Directives, pin_admits
@@ -25,8 +25,6 @@ class Verdict(enum.Enum):
     FRESH = "fresh"  # served as it is
     REVALIDATE = "stale-while-revalidate"  # served, and refreshed in the background
     FALLBACK = "stale-if-error"  # computed again; served only if the model fails
-    ABSENT = "absent"
-    UNDECODABLE = "undecodable"  # counted and logged, then treated as absent
     PURGED = "purged"  # of another generation
     OTHER_VERSION = "other version"  # of a version the cache no longer follows, or not the pin's
     TOO_OLD = "too old"  # past the model's max age, or older than the request accepts
@@ -139,16 +137,6 @@ def classify(
     return Verdict.EXPIRED
 
 
-def decoded(raw: bytes | NoValue) -> CachedPrediction | Verdict:
-    """The entry in ``raw``, or ABSENT, or UNDECODABLE."""
-    if isinstance(raw, NoValue):
-        return Verdict.ABSENT
-    try:
-        return decode(raw)
-    except CodecError:
-        return Verdict.UNDECODABLE
-
-
 # Not frozen, as CachedPrediction (caching/core/codec.py): built on every hit.
 @dataclass(slots=True)
 class Sorted:
@@ -159,9 +147,10 @@ class Sorted:
     fallback: dict[str, CachedPrediction]  # to compute; served if the model fails
     missing: tuple[str, ...]  # everything to compute (fallbacks included)
     undecodable: tuple[str, ...]
+    forged: tuple[str, ...] = ()  # their HMAC tag did not verify (missing too)
 
 
-def _decode(digest: str, raw: bytes) -> CachedPrediction:
+def _decode(namespace: str, digest: str, raw: bytes) -> CachedPrediction:
     return decode(raw)
 
 
@@ -173,20 +162,27 @@ def sort_entries(
     state: ServedState,
     now: float,
     directives: Directives = NO_DIRECTIVES,
-    decode_entry: Callable[[str, bytes], CachedPrediction] = _decode,
+    decode_entry: Callable[[str, str, bytes], CachedPrediction] = _decode,
 ) -> Sorted:
-    """Classify every looked-up entry of a request (``decode_entry(digest, raw)`` reads each value)."""
+    """Classify every looked-up entry of a request (``decode_entry(namespace, digest, raw)`` reads
+    each value, and checks its tag)."""
     fresh: dict[str, CachedPrediction] = {}
     revalidate: dict[str, CachedPrediction] = {}
     fallback: dict[str, CachedPrediction] = {}
     missing: list[str] = []
     undecodable: list[str] = []
+    forged: list[str] = []
+    namespace = spec.namespace
     for digest, raw in zip(digests, raw_values, strict=True):
         if isinstance(raw, NoValue):
             missing.append(digest)
             continue
         try:
-            entry = decode_entry(digest, raw)
+            entry = decode_entry(namespace, digest, raw)
+        except IntegrityError:
+            missing.append(digest)
+            forged.append(digest)
+            continue
         except CodecError:
             missing.append(digest)
             undecodable.append(digest)
@@ -200,4 +196,4 @@ def sort_entries(
             missing.append(digest)
             if verdict is Verdict.FALLBACK:
                 fallback[digest] = entry
-    return Sorted(fresh, revalidate, fallback, tuple(missing), tuple(undecodable))
+    return Sorted(fresh, revalidate, fallback, tuple(missing), tuple(undecodable), tuple(forged))

@@ -70,7 +70,13 @@ class MemoryPredictionStore:
         self._lock = threading.Lock()
 
     def lookup(
-        self, namespace: str, model_version: str, digests: Sequence[str], *, locks: LockRequest | None = None
+        self,
+        namespace: str,
+        model_version: str,
+        digests: Sequence[str],
+        *,
+        locks: LockRequest | None = None,
+        l1: bool = False,
     ) -> Lookup:
         space, keys = self.keyspace, self._keys
         with self._lock:

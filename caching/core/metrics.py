@@ -29,6 +29,12 @@ INSTANCES = Counter(
     ["model", "result"],
     registry=None,
 )
+L1_HITS = Counter(
+    "predcache_l1_hits",
+    "Of the hit instances, those the in-process tier (L1) answered with no Redis command.",
+    ["model"],
+    registry=None,
+)
 REQUEST_SECONDS = Histogram(
     "predcache_request_seconds",
     "Time the read-through took answering a client request, by its X-Cache status "
@@ -61,6 +67,13 @@ SECONDS_SAVED = Counter(
 SINGLE_FLIGHT_WAITS = Counter(
     "predcache_singleflight_waits",
     "Instances a request waited for while another request computed them.",
+    ["model"],
+    registry=None,
+)
+INTEGRITY_FAILURES = Counter(
+    "predcache_integrity_failures",
+    "Cached values whose HMAC tag did not verify (forged, copied from another entry, or written "
+    "without the key): treated as misses.",
     ["model"],
     registry=None,
 )

@@ -28,6 +28,8 @@ from caching.core.metrics import (
     BACKEND_SECONDS,
     CACHE_STATUSES,
     INSTANCES,
+    INTEGRITY_FAILURES,
+    L1_HITS,
     LATENCY_BUCKETS,
     REDIS_BREAKER,
     REDIS_ERRORS,
@@ -62,6 +64,7 @@ class _Tally:
     miss: int = 0
     stale: int = 0
     bypass: int = 0
+    l1: int = 0  # of the hits, answered by the in-process tier
     buckets: dict[str, list[int]] = field(default_factory=dict)  # by X-Cache status
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -81,6 +84,7 @@ class _Series:
     requests: Any
     instances: dict[str, Any]  # by result
     saved: Any
+    l1_hits: Any
     seconds: dict[str, Any]  # by X-Cache status
     backend_seconds: Any
     answered_seconds: float = 0.0  # this process's successful calls, for pricing hits
@@ -130,6 +134,7 @@ class MetricsRecorder(StatsRecorder):
         computed: bool,
         seconds: float,
         stale: int = 0,
+        l1_hits: int = 0,
     ) -> None:
         super().record_request(
             namespace,
@@ -139,6 +144,7 @@ class MetricsRecorder(StatsRecorder):
             computed=computed,
             seconds=seconds,
             stale=stale,
+            l1_hits=l1_hits,
         )
         status = STALE if stale else (HIT if not misses else (MISS if not hits else PARTIAL))
         with self._tally_lock:
@@ -149,6 +155,7 @@ class MetricsRecorder(StatsRecorder):
             tally.hit += hits - stale
             tally.miss += misses
             tally.stale += stale
+            tally.l1 += l1_hits
             tally.observe(status, seconds)
 
     def record(self, namespace: str, **counts: int) -> None:
@@ -170,6 +177,8 @@ class MetricsRecorder(StatsRecorder):
             with self._labels_lock:
                 series.answered_seconds += elapsed
                 series.answered += counts.get("backend_answered", 0)
+        if counts.get("integrity_failures"):
+            INTEGRITY_FAILURES.labels(model).inc(counts["integrity_failures"])
         if counts.get("single_flight_waits"):
             SINGLE_FLIGHT_WAITS.labels(model).inc(counts["single_flight_waits"])
         if counts.get("breaker_rejections"):
@@ -200,6 +209,8 @@ class MetricsRecorder(StatsRecorder):
             for result in ("hit", "miss", "stale", "bypass"):
                 if getattr(tally, result):
                     series.instances[result].inc(getattr(tally, result))
+            if tally.l1:
+                series.l1_hits.inc(tally.l1)
             for status, counts in tally.buckets.items():
                 _add_observations(series.seconds[status], counts, tally.seconds[status])
             with self._labels_lock:
@@ -217,6 +228,7 @@ class MetricsRecorder(StatsRecorder):
                 requests=REQUESTS.labels(model),
                 instances={result: INSTANCES.labels(model, result) for result in RESULTS},
                 saved=SECONDS_SAVED.labels(model),
+                l1_hits=L1_HITS.labels(model),
                 seconds={status: REQUEST_SECONDS.labels(model, status) for status in CACHE_STATUSES},
                 backend_seconds=BACKEND_SECONDS.labels(model),
             )

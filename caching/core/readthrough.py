@@ -28,6 +28,7 @@ from caching.core.fresh_hints import FreshHints
 from caching.core.freshness import ServedState, Sorted, sort_entries
 from caching.core.guard import StoreGuard
 from caching.core.hotset import HotSampler
+from caching.core.integrity import IntegrityFailures, ValueKeys
 from caching.core.keys import instance_digests, request_context
 from caching.core.revalidation import BackgroundRefresher
 from caching.core.sentinels import NoValue
@@ -65,7 +66,10 @@ class ReadThroughCache:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         refresher: BackgroundRefresher | None = None,
+        value_keys: ValueKeys | None = None,
     ) -> None:
+        """``value_keys``: values are tagged with them when written and verified when read (None:
+        values are neither tagged nor checked)."""
         self.store = store
         self.max_depth = max_depth
         self.stats = stats
@@ -74,12 +78,24 @@ class ReadThroughCache:
         self.hot = hot  # samples fresh hits for refresh-ahead; None or one_in=0: no sampling
         self.hints = FreshHints()
         self._monotonic = monotonic
-        self._decoded = DecodedEntries()  # a hit reads its entry, and parses it only if it changed
+        # A hit reads its entry, and parses (and verifies) it only if it changed.
+        self._decoded = DecodedEntries(keys=value_keys)
+        self._integrity = IntegrityFailures(stats)
         self._guard = StoreGuard(redis_breaker or CircuitBreaker("redis"))
         self._call_backend = BackendCaller(backend_breakers or BreakerRegistry(), stats)
-        waiter = Waiter(store, self._guard, clock=clock, monotonic=monotonic, sleep=sleep)
+        waiter = Waiter(
+            store, self._guard, self._decoded, self._integrity, clock=clock, monotonic=monotonic, sleep=sleep
+        )
         self._computer = Computer(
-            store, stats, clock, single_flight_wait, self.hints, self._guard, self._call_backend, waiter
+            store,
+            stats,
+            clock,
+            single_flight_wait,
+            self.hints,
+            self._guard,
+            self._call_backend,
+            waiter,
+            value_keys,
         )
         self._refresher = refresher or BackgroundRefresher()
 
@@ -137,7 +153,7 @@ class ReadThroughCache:
         now = self.clock()
         locks = self._locks_to_take(spec, directives, distinct, now)
         lookup = self._guard(
-            lambda: self.store.lookup(spec.namespace, spec.model_version, distinct, locks=locks)
+            lambda: self.store.lookup(spec.namespace, spec.model_version, distinct, locks=locks, l1=spec.l1)
         )
         if isinstance(lookup, NoValue):
             if directives.only_if_cached:
@@ -155,6 +171,8 @@ class ReadThroughCache:
         for _ in entries.undecodable:
             logger.warning("undecodable cache entry for %s, treated as a miss", spec.model_name)
             self.stats.record(spec.namespace, decode_errors=1)
+        if entries.forged:
+            self._integrity.failed(spec.namespace, spec.model_name, len(entries.forged))
         if locks is not None:  # a plain read found what the hints said: nothing new to note
             self.hints.remember(entries.fresh)
         if entries.missing:
@@ -165,6 +183,7 @@ class ReadThroughCache:
             sampled = self.hot.offer(spec.namespace, entries.fresh, first_index, instances, parameters)
         if not (entries.missing or entries.revalidate or lookup.locked):
             prediction = hit_prediction(entries.fresh, digests, now)  # most requests: a hit
+            prediction.l1 = lookup.from_memory
         else:
             if entries.missing and directives.only_if_cached:
                 raise NotCached(
@@ -190,6 +209,7 @@ class ReadThroughCache:
                 computed=prediction.misses > 0,
                 seconds=self._monotonic() - started,
                 stale=prediction.stale,
+                l1_hits=prediction.hits if prediction.l1 else 0,
             )
         return prediction
 

@@ -46,7 +46,13 @@ class RedisPredictionStore(RedisUpkeep):
         self._reads.close()
 
     def lookup(
-        self, namespace: str, model_version: str, digests: Sequence[str], *, locks: LockRequest | None = None
+        self,
+        namespace: str,
+        model_version: str,
+        digests: Sequence[str],
+        *,
+        locks: LockRequest | None = None,
+        l1: bool = False,
     ) -> Lookup:
         """Both generations, the followed version and every entry: one MGET, or with ``locks`` one script."""
         entry = self.keyspace.entry

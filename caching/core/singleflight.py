@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from caching.core.codec import CachedPrediction
-from caching.core.freshness import ServedState, Verdict, classify, decoded
+from caching.core.codec import CachedPrediction, CodecError, DecodedEntries, IntegrityError
+from caching.core.freshness import ServedState, Verdict, classify
 from caching.core.guard import StoreGuard
+from caching.core.integrity import IntegrityFailures
 from caching.core.sentinels import NoValue
 from caching.core.spec import CacheSpec
 from caching.core.store import PredictionStore
@@ -37,6 +38,8 @@ class Waiter:
 
     store: PredictionStore
     guard: StoreGuard
+    decoded: DecodedEntries  # reads (and verifies) the values found, as the lookup's are
+    integrity: IntegrityFailures
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -54,6 +57,7 @@ class Waiter:
         deadline = self.monotonic() + bound_seconds
         pause = POLL_START
         found: dict[str, CachedPrediction] = {}
+        forged: set[bytes] = set()  # counted once each, however often re-read
         waiting = list(digests)
         while waiting and self.monotonic() < deadline:
             self.sleep(pause)
@@ -67,10 +71,14 @@ class Waiter:
             served = ServedState(lookup.generation, lookup.current_version)
             for digest, raw in zip(list(waiting), lookup.raw_values, strict=True):
                 for candidate in (raw, state.handed.get(digest)):
-                    if candidate is None or candidate == seen.get(digest):
+                    if not isinstance(candidate, bytes) or candidate == seen.get(digest):
                         continue
-                    entry = decoded(candidate)
-                    if isinstance(entry, Verdict):
+                    try:
+                        entry = self.decoded.decode(spec.namespace, digest, candidate)
+                    except IntegrityError:
+                        forged.add(candidate)
+                        continue
+                    except CodecError:
                         continue
                     if classify(entry, spec=spec, state=served, now=self.clock()) is Verdict.FRESH:
                         found[digest] = entry
@@ -78,4 +86,6 @@ class Waiter:
                         break
             if not state.held.intersection(waiting):
                 break  # the others finished without an answer for these (they failed): compute now
+        if forged:
+            self.integrity.failed(spec.namespace, spec.model_name, len(forged))
         return Waited(found, waiting)

@@ -43,6 +43,7 @@ class CacheSpec:
     max_age: int | None = None
     backend_timeout: float = 30.0
     model_id: int = 0  # the database row, for what is recorded about the model
+    l1: bool = False  # the in-process tier answers what it holds (caching.core.l1)
 
     @property
     def follows_versions(self) -> bool:
@@ -129,6 +130,7 @@ class Prediction:
     version_change: VersionChange | None = None  # this request's answer moved the cache
     age: int | None = None  # seconds since the oldest cached prediction served was computed
     stale: int = 0  # of the hits, instances answered with a stale entry
+    l1: bool = False  # answered by the in-process tier, with no Redis command
 
 
 def tag_of(entry: CachedPrediction) -> str:

@@ -28,6 +28,7 @@ STAT_FIELDS = (
     "backend_answered",  # instances of the backend calls that succeeded
     "backend_us",  # time those calls took, in microseconds
     "decode_errors",
+    "integrity_failures",  # values whose HMAC tag did not verify (PREDCACHE_VALUE_HMAC_KEY)
     "store_errors",
     "not_stored",
     "not_admitted",
@@ -38,6 +39,7 @@ STAT_FIELDS = (
     "single_flight_waits",
     "single_flight_timeouts",
     "breaker_rejections",
+    "l1_hits",  # of the hits, answered by the in-process tier with no Redis command
     "hot_samples",  # fresh hits sampled for the hot set (refresh-ahead)
     "refresh_runs",
     "refresh_hot",  # hot entries a refresh-ahead run found cached and requested since written
@@ -91,11 +93,13 @@ class StatsRecorder:
         computed: bool,
         seconds: float,
         stale: int = 0,
+        l1_hits: int = 0,
     ) -> None:
         """One client request, answered in ``seconds``, ``computed`` if it called the model.
 
         :meth:`record` for the request path, without its keyword dict. ``stale``: of the hits,
-        those served stale (counted as hits here; the metrics tell them apart).
+        those served stale (counted as hits here; the metrics tell them apart). ``l1_hits``: of
+        the hits, those the in-process tier answered (no Redis command).
         """
         with self._lock:
             counts = self._pending[namespace]
@@ -110,6 +114,8 @@ class StatsRecorder:
                 counts["cached_us"] += int(seconds * 1_000_000)
             if hot_samples:
                 counts["hot_samples"] += hot_samples
+            if l1_hits:
+                counts["l1_hits"] += l1_hits
 
     def record_backend_error(self, namespace: str, *, code: str, seconds: float) -> None:
         """A failed backend call: not kept in Redis; the metrics (core/metrics_recorder.py) count it."""

@@ -108,6 +108,7 @@ class Lookup:
     current_version: str = ""
     locked: frozenset[str] = frozenset()
     held: frozenset[str] = frozenset()
+    from_memory: bool = False  # answered by the in-process tier (caching.core.l1), no Redis command
 
 
 # What a save did with the version it was given.
@@ -145,9 +146,19 @@ class PredictionStore(Protocol):
     """
 
     def lookup(
-        self, namespace: str, model_version: str, digests: Sequence[str], *, locks: LockRequest | None = None
+        self,
+        namespace: str,
+        model_version: str,
+        digests: Sequence[str],
+        *,
+        locks: LockRequest | None = None,
+        l1: bool = False,
     ) -> Lookup:
-        """Both generations, the followed version and every entry, in one round trip (see LockRequest)."""
+        """Both generations, the followed version and every entry, in one round trip (see LockRequest).
+
+        With ``l1`` (the model has its in-process tier on), a store that has one may answer
+        from it with no round trip (:mod:`caching.core.l1`); others ignore it.
+        """
         ...
 
     def save(

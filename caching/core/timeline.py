@@ -21,6 +21,7 @@ from caching.core.store import REDIS_FAILURES, CacheUnavailable
 TIMELINE_FIELDS = (
     "requests",
     "hits",
+    "l1_hits",
     "misses",
     "bypassed",
     "backend_calls",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from caching.backends.base import BackendResult
 from caching.core.codec import CachedPrediction, encode
 from caching.core.guard import StoreGuard
+from caching.core.integrity import ValueKeys
 from caching.core.keys import version_tag
 from caching.core.sentinels import NoValue
 from caching.core.spec import CacheSpec, VersionChange
@@ -33,13 +34,24 @@ NOTHING_WRITTEN = Written()
 
 
 def fresh_values(
-    spec: CacheSpec, entries: Mapping[str, CachedPrediction], stats: StatsRecorder
+    spec: CacheSpec,
+    entries: Mapping[str, CachedPrediction],
+    stats: StatsRecorder,
+    keys: ValueKeys | None = None,
 ) -> list[Fresh]:
-    """The encoded entries to store, each kept through its stale windows; too large ones left out."""
+    """The encoded entries to store (tagged with ``keys``), each kept through its stale windows;
+    too large ones left out."""
     keep = spec.stale_while_revalidate + spec.stale_if_error
     fresh: list[Fresh] = []
     for digest, entry in entries.items():
-        value = encode(entry, compress_over=spec.compress_over, compression=spec.compression)
+        value = encode(
+            entry,
+            compress_over=spec.compress_over,
+            compression=spec.compression,
+            keys=keys,
+            namespace=spec.namespace,
+            digest=digest,
+        )
         if spec.max_entry_bytes is not None and len(value) > spec.max_entry_bytes:
             stats.record(spec.namespace, too_large=1)
             continue
@@ -60,13 +72,15 @@ def write_entries(
     token: str,
     release: Sequence[str] = (),
     handoff_seconds: float,
+    keys: ValueKeys | None = None,
 ) -> Written:
     """Save ``entries`` (computed as ``result``) and release this request's locks, in one round trip.
 
-    ``release`` names further digests whose locks (taken with ``token``) to give back.
+    ``release`` names further digests whose locks (taken with ``token``) to give back. With
+    ``keys``, every value (stored, or handed off to waiters) carries its HMAC tag.
     """
     storable = result.cacheable and spec.pin_admits(result.model_version_id, result.deployed_model_id)
-    fresh = fresh_values(spec, entries, stats) if storable else []
+    fresh = fresh_values(spec, entries, stats, keys) if storable else []
     if len(fresh) < len(entries):
         stats.record(spec.namespace, not_stored=len(entries) - len(fresh))
     if not storable or (not fresh and not token):

@@ -166,6 +166,13 @@ class CachePolicy(models.Model):
         help_text="Refresh-ahead: popular entries that will expire within this window are "
         "recomputed before they do, so they never go cold; unpopular ones just expire. 0: off.",
     )
+    l1 = models.BooleanField(
+        "in-process tier (L1)",
+        default=False,
+        help_text="Each web process keeps the model's recent entries in memory and answers repeated "
+        "instances with no Redis round trip; Redis tells every process at once when an entry "
+        "changes or is purged (client-side caching), and the tier serves nothing while it cannot.",
+    )
 
     class Meta:
         verbose_name_plural = "cache policies"

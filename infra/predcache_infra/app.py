@@ -13,7 +13,8 @@ plain values (nothing secret in them)
     DJANGO_SECURE_PROXY_SSL_HEADER, DJANGO_SECURE_SSL_REDIRECT, DJANGO_SECURE_COOKIES,
     DJANGO_SECURE_HSTS_SECONDS
 secret references (Secret Manager, resolved by Cloud Run when an instance starts)
-    DJANGO_SECRET_KEY, PREDCACHE_METRICS_TOKEN, DATABASE_PASSWORD,
+    DJANGO_SECRET_KEY, PREDCACHE_METRICS_TOKEN, PREDCACHE_VALUE_HMAC_KEY (and PREDCACHE_VALUE_HMAC_OLD_KEY
+    while a rotation accepts the old one), DATABASE_PASSWORD,
     REDIS_PASSWORD (the AUTH string; not on Redis Cluster),
     REDIS_CA_CERT (PEM of the Memorystore server CA, to verify its TLS certificate)
 """

@@ -84,6 +84,10 @@ class StackConfig:
     migrate_command: tuple[str, ...] = ("python", "manage.py", "migrate", "--noinput")
     # Vertex AI endpoint the deployed model is served from (infra/deploy_model.py deploys to it).
     vertex_endpoint_display_name: str = "predcache"
+    # The HMAC key of stored values is generated; raise the rotation by one for a new key, with the old
+    # one accepted for reading until valueHmacAcceptOldKey is false again (value_keys.py).
+    value_hmac_key_rotation: int = 0
+    value_hmac_accept_old_key: bool = False
     # Project roles granted to the app's service account on top of the ones it needs (policy-checked).
     app_extra_roles: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
@@ -160,10 +164,17 @@ def _check_sql(c: StackConfig) -> str | None:
     return None
 
 
+def _check_value_keys(c: StackConfig) -> str | None:
+    if c.value_hmac_key_rotation < 0:
+        return f"valueHmacKeyRotation must be >= 0 (got {c.value_hmac_key_rotation})"
+    return None
+
+
 _CHECKS = (
     _check_prefix,
     _check_web_scaling,
     _check_workers,
+    _check_value_keys,
     _check_redis,
     _check_redis_cluster,
     _check_sql,

@@ -17,6 +17,7 @@ from predcache_infra.identity import Identity, create_identity
 from predcache_infra.network import Network, create_network
 from predcache_infra.registry import create_registry
 from predcache_infra.secrets import AppSecret, create_secrets
+from predcache_infra.value_keys import ValueKeys, create_value_keys
 from predcache_infra.vertex import VertexEndpoint, create_vertex_endpoint
 
 REQUIRED_APIS = (
@@ -46,6 +47,7 @@ class Deployment:
     vertex: VertexEndpoint
     identity: Identity
     django_secret_key: random.RandomPassword
+    value_keys: ValueKeys
     secrets: dict[str, AppSecret]
     app: App
 
@@ -76,13 +78,18 @@ def build(config: StackConfig) -> Deployment:
     django_secret_key = random.RandomPassword("django-secret-key", length=64, special=False, opts=opts)
     # The service takes traffic from anywhere: /metrics answers only Prometheus's bearer token.
     metrics_token = random.RandomPassword("metrics-token", length=48, special=False, opts=opts)
+    # Whoever can write to Redis cannot have clients served forged predictions: values carry an HMAC tag.
+    value_keys = create_value_keys(config, opts)
 
     secret_values: dict[str, pulumi.Input[str]] = {
         "DJANGO_SECRET_KEY": django_secret_key.result,
         "PREDCACHE_METRICS_TOKEN": metrics_token.result,
+        "PREDCACHE_VALUE_HMAC_KEY": value_keys.current.result,
         "DATABASE_PASSWORD": database.password.result,
         "REDIS_CA_CERT": cache.ca_certificate,
     }
+    if value_keys.old is not None:
+        secret_values["PREDCACHE_VALUE_HMAC_OLD_KEY"] = value_keys.old.result
     if cache.auth_string is not None:
         secret_values["REDIS_PASSWORD"] = cache.auth_string
     secrets = create_secrets(config, secret_values, identity.member, opts)
@@ -112,6 +119,7 @@ def build(config: StackConfig) -> Deployment:
         vertex=vertex,
         identity=identity,
         django_secret_key=django_secret_key,
+        value_keys=value_keys,
         secrets=secrets,
         app=app,
     )

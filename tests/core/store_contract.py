@@ -12,17 +12,25 @@ from typing import Any
 
 import pytest
 
-from caching.core.codec import CachedPrediction, encode
+from caching.core.codec import FLAG_TAGGED, CachedPrediction, decode, encode
+from caching.core.integrity import ValueKeys
 from caching.core.sentinels import NO_VALUE
 from caching.core.store import ADVANCED, STORED, SUPERSEDED, Fresh, LockRequest, PredictionStore
 
 
 def value(
-    generation: str, *, fresh_for: float = 300, version: str | None = None, prediction: Any = 1
+    generation: str,
+    *,
+    fresh_for: float = 300,
+    version: str | None = None,
+    prediction: Any = 1,
+    keys: ValueKeys | None = None,
+    namespace: str = "",
+    digest: str = "",
 ) -> bytes:
     now = time.time()
     entry = CachedPrediction(prediction, generation, now, version, None, now + fresh_for)
-    return encode(entry)
+    return encode(entry, keys=keys, namespace=namespace, digest=digest)
 
 
 def locks(
@@ -181,6 +189,25 @@ class StoreContract:
         outcome = store.save(self.ns, second, [Fresh("a", value(second.generation), 300)])
         assert outcome.stored == 0
         assert store.lookup(self.ns, "", []).generation == first.generation
+
+    def test_tagged_values_are_judged_by_their_header_as_untagged_ones_are(self) -> None:
+        # The tag ends the value: the lookup's locking rule (a Lua script on Redis) and header
+        # reads find the header where it always was.
+        store, keys = self.make_store(), ValueKeys(b"k" * 32)
+        lookup = store.lookup(self.ns, "", ["fresh", "stale"])
+        fresh = [
+            Fresh(d, value(lookup.generation, fresh_for=f, keys=keys, namespace=self.ns, digest=d), 300)
+            for d, f in (("fresh", 300), ("stale", -5))
+        ]
+        store.save(self.ns, lookup, fresh)
+        taken = store.lookup(self.ns, "", ["fresh", "stale"], locks=locks())
+        assert taken.locked == {"stale"}
+        assert [h and h["g"] for h in store.entry_headers(self.ns, ["fresh", "stale"])] == [
+            lookup.generation
+        ] * 2
+        raw = taken.raw_values[0]
+        assert isinstance(raw, bytes) and raw == fresh[0].value and raw[1] & FLAG_TAGGED
+        assert decode(raw, keys=keys, namespace=self.ns, digest="fresh").generation == lookup.generation
 
     def test_delete_entries_counts_what_existed(self) -> None:
         store = self.make_store()

@@ -44,36 +44,36 @@ def test_corrupt_values_raise_codec_error(raw):
 def test_decoded_entries_parse_a_value_once_while_it_stays_the_same():
     decoded = DecodedEntries()
     first = encode(CachedPrediction({"label": 1}, "g", 1.0))
-    entry = decoded.decode("d", first)
+    entry = decoded.decode("ns", "d", first)
     assert entry == decode(first)
     # Equal bytes (another object, as each read returns): the same entry, not parsed again.
-    assert decoded.decode("d", bytes(bytearray(first))) is entry
+    assert decoded.decode("ns", "d", bytes(bytearray(first))) is entry
 
     # A new value under the key (recomputed, purged and written again) is read as it is now.
     second = encode(CachedPrediction({"label": 2}, "g", 2.0))
-    assert decoded.decode("d", second) == decode(second)
-    assert decoded.decode("d", first) == decode(first)
+    assert decoded.decode("ns", "d", second) == decode(second)
+    assert decoded.decode("ns", "d", first) == decode(first)
     with pytest.raises(CodecError):
-        decoded.decode("d", b"\x01\x00\x00\x02{}null")
+        decoded.decode("ns", "d", b"\x01\x00\x00\x02{}null")
 
 
 def test_decoded_entries_stay_within_their_bounds():
     decoded = DecodedEntries(max_entries=3, max_bytes=10_000, max_value_bytes=200)
     large = encode(CachedPrediction("x" * 300, "g", 1.0))
-    assert decoded.decode("large", large) == decode(large)
+    assert decoded.decode("ns", "large", large) == decode(large)
     assert len(decoded) == 0  # over max_value_bytes: decoded every time, never kept
     # Compressed, a small value may hold any amount of JSON: never kept either.
     packed = encode(CachedPrediction([0.5] * 5000, "g", 1.0), compress_over=10)
-    assert len(packed) <= 200 and decoded.decode("packed", packed) == decode(packed)
+    assert len(packed) <= 200 and decoded.decode("ns", "packed", packed) == decode(packed)
     assert len(decoded) == 0
 
     small = [encode(CachedPrediction(n, "g", 1.0)) for n in range(4)]
     for n, raw in enumerate(small):
-        decoded.decode(f"d{n}", raw)
+        decoded.decode("ns", f"d{n}", raw)
     assert len(decoded) == 1  # the fourth found three kept: all forgotten, then it was kept
-    assert decoded.decode("d3", small[3]) == decode(small[3])
+    assert decoded.decode("ns", "d3", small[3]) == decode(small[3])
 
     by_size = DecodedEntries(max_entries=100, max_bytes=2 * len(small[0]), max_value_bytes=200)
     for n, raw in enumerate(small):
-        by_size.decode(f"d{n}", raw)
+        by_size.decode("ns", f"d{n}", raw)
     assert len(by_size) == 2  # the third would have passed max_bytes: forgotten, then kept

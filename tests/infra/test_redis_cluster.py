@@ -69,6 +69,6 @@ def test_cluster_mode_grants_the_connect_role_and_drops_the_auth_secret(infra: I
     def check(_: Any) -> None:
         roles = {r.inputs["role"] for r in infra.mocks.of_type("gcp:projects/iAMMember:IAMMember")}
         assert "roles/redis.dbConnectionUser" in roles
-        assert len(infra.mocks.of_type("gcp:secretmanager/secret:Secret")) == 4  # no AUTH string
+        assert len(infra.mocks.of_type("gcp:secretmanager/secret:Secret")) == 5  # no AUTH string
 
     return settled(deployment).apply(check)

@@ -34,6 +34,7 @@ APP_MEMBER = f"serviceAccount:{SERVICE_ACCOUNT_EMAIL}"
 SECRET_ENV = {
     "DJANGO_SECRET_KEY": random_password("django-secret-key"),
     "PREDCACHE_METRICS_TOKEN": random_password("metrics-token"),
+    "PREDCACHE_VALUE_HMAC_KEY": random_password("value-hmac-key-0"),
     "DATABASE_PASSWORD": random_password("database-password"),
     "REDIS_PASSWORD": REDIS_AUTH_STRING,
     "REDIS_CA_CERT": f"{REDIS_CA_PEM}\n",
@@ -114,7 +115,7 @@ def test_app_service_account_has_no_broad_role(infra: InfraStack) -> Any:
             "aiplatform.endpoints.predict",
         ]
 
-        # Secret access is granted per secret, on exactly the stack's four secrets.
+        # Secret access is granted per secret, on exactly the stack's own secrets.
         accessors = [r for r in app_bindings if r.typ == "gcp:secretmanager/secretIamMember:SecretIamMember"]
         assert {r.inputs["role"] for r in accessors} == {"roles/secretmanager.secretAccessor"}
         secret_ids = {r.id for r in infra.mocks.of_type("gcp:secretmanager/secret:Secret")}

@@ -2,7 +2,9 @@
 
 Each instance's prediction is ``{"echo": instance, "parameters": parameters}``,
 except an object instance with a ``"return"`` field, whose prediction is that
-field's value (so tests can ask for ``0``, ``null``, ``false``, ``""`` or ``[]``).
+field's value (so tests can ask for ``0``, ``null``, ``false``, ``""`` or ``[]``), and an object
+instance with a ``"calls"`` field, whose prediction is the number of predict calls the server had
+received when it computed it (so each computation of it answers differently).
 Like real servers with no input schema, the server fails on some instances:
 ``{"reject": "why"}`` gets a 400 ``instance <i>: why`` (``i`` counting within the
 batch it received, as TF Serving does), and ``{"crash": "why"}`` a 500 whose body is
@@ -36,9 +38,11 @@ _control: dict[str, Any] = {}
 _released = threading.Event()
 
 
-def _predict(instance: Any, parameters: Any) -> Any:
+def _predict(instance: Any, parameters: Any, calls: int) -> Any:
     if isinstance(instance, dict) and "return" in instance:
         return instance["return"]
+    if isinstance(instance, dict) and "calls" in instance:
+        return calls
     return {"echo": instance, "parameters": parameters}
 
 
@@ -128,6 +132,7 @@ class Handler(BaseHTTPRequestHandler):
         document = self._body()
         with _state_lock:
             _calls.append(document)
+            calls = len(_calls)
             _call_times.append(time.time())
             _peer_ports.append(self.client_address[1])
             control = dict(_control)
@@ -149,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
         parameters = document.get("parameters")
         answer: dict[str, Any] = {
-            "predictions": [_predict(instance, parameters) for instance in document["instances"]]
+            "predictions": [_predict(instance, parameters, calls) for instance in document["instances"]]
         }
         for field in ("modelVersionId", "deployedModelId"):
             if field in control:

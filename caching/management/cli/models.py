@@ -74,6 +74,11 @@ def add_to(commands: Subparsers) -> None:
         metavar="SECONDS",
         help="recompute popular entries that expire within this window before they do (0: off)",
     )
+    upsert.add_argument(
+        "--l1",
+        choices=["on", "off"],
+        help="keep the model's recent entries in each web process's memory too (see README: L1)",
+    )
     upsert.add_argument("--timeout", type=float, help="seconds one backend call may take")
     upsert.add_argument("--model-version", help="version text that is part of every cache key")
     upsert.add_argument(
@@ -114,6 +119,7 @@ def models_upsert(command: BaseCommand, options: dict[str, Any]) -> None:
             warm_rate=options["warm_rate"],
             warm_batch_size=options["warm_batch_size"],
             refresh_ahead_seconds=options["refresh_ahead"],
+            l1=None if options["l1"] is None else options["l1"] == "on",
             **(options["round"] or {}),
         )
     except ValidationError as exc:

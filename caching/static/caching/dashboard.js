@@ -7,7 +7,7 @@
     return;
   }
   const series = JSON.parse(source.textContent);
-  const colors = { blue: "#417690", green: "#2e8540", red: "#ba2121", amber: "#d88a00", grey: "#888888" };
+  const colors = { blue: "#417690", green: "#2e8540", teal: "#1b7f7a", red: "#ba2121", amber: "#d88a00", grey: "#888888" };
 
   // A minute between minutes without a value (no traffic) would draw no line at all: give it a dot.
   function isolatedDot(context) {
@@ -38,6 +38,7 @@
       datasets: [
         line("requests", series.requests, colors.blue),
         line("instances hit", series.hits, colors.green),
+        line("of those, in-process (L1)", series.l1_hits, colors.teal),
         line("instances missed", series.misses, colors.red),
       ],
       y: { beginAtZero: true, ticks: { precision: 0 } },

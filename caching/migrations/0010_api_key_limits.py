@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('caching', '0008_warm_run_attempts'),
+        ('caching', '0009_cache_policy_l1'),
     ]
 
     operations = [
