@@ -43,9 +43,6 @@ from caching.installation import installation_id
 
 logger = logging.getLogger(__name__)
 
-# A key's last use is written to the database at most this often by one process.
-API_KEY_LAST_USED_EVERY_SECONDS = 60.0
-
 
 class BackendCache:
     """Each model's backend, built once per configuration and kept while it describes its model.
@@ -136,7 +133,7 @@ class Runtime:
     served_models: ExpiringMemo[str, Any]  # model lookups (selectors), for PREDCACHE_CONFIG_CACHE_SECONDS
     verified_keys: ExpiringMemo[str, Any]  # API key checks (authentication)
     rate_limiter: RateLimiter  # the API keys' rate limits: local budgets leased from Redis
-    api_key_uses: OncePer[str]  # when each key's last use was last written to the database
+    api_key_uses: OncePer[str] | None  # when each key's last use was last written (None: never written)
     background: BackgroundJobs
     pid: int = field(default_factory=os.getpid)  # the process that built it
     stop_flusher: threading.Event = field(default_factory=threading.Event)  # and the metrics publisher
@@ -285,7 +282,11 @@ def _build() -> Runtime:
         served_models=ExpiringMemo(settings.PREDCACHE_CONFIG_CACHE_SECONDS),
         verified_keys=ExpiringMemo(settings.PREDCACHE_API_KEY_CACHE_SECONDS),
         rate_limiter=RateLimiter(RedisTokenBuckets(client, keyspace), breaker=redis_breaker),
-        api_key_uses=OncePer(API_KEY_LAST_USED_EVERY_SECONDS),
+        api_key_uses=(
+            OncePer(settings.PREDCACHE_API_KEY_LAST_USED_SECONDS)
+            if settings.PREDCACHE_API_KEY_LAST_USED_SECONDS > 0
+            else None
+        ),
         background=BackgroundJobs(),
     )
     interval = settings.PREDCACHE_STATS_FLUSH_SECONDS

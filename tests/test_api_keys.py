@@ -234,10 +234,19 @@ def test_a_key_stops_at_its_expiry_even_while_its_verification_is_remembered(set
 # --- last use ---------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def last_uses_written(settings: Any) -> None:
+    """As in production (the tests' default is off: tests/env.py)."""
+    settings.PREDCACHE_API_KEY_LAST_USED_SECONDS = 60
+
+
 @pytest.mark.django_db(transaction=True)
-def test_the_last_use_is_written_in_the_background_at_most_once_a_minute_per_process(http_model):
+def test_the_last_use_is_written_in_the_background_at_most_once_a_minute_per_process(
+    last_uses_written, http_model
+):
     api = key_client()
     runtime = get_runtime()
+    assert runtime.api_key_uses is not None and runtime.api_key_uses.seconds == 60
     clock = FakeClock()
     runtime.api_key_uses = OncePer(60, clock=clock)
     grant = ApiKeyGrant.objects.get(api_key__name="team")
@@ -260,11 +269,20 @@ def test_the_last_use_is_written_in_the_background_at_most_once_a_minute_per_pro
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_key_made_without_a_grant_gets_one_with_its_last_use(http_model):
+def test_a_key_made_without_a_grant_gets_one_with_its_last_use(last_uses_written, http_model):
     _, key = APIKey.objects.create_key(name="from-the-admin")
     assert ApiClient(key).predict("echo", ONE_INSTANCE).status_code == 200
     assert get_runtime().background.wait_idle(10)
     assert ApiKeyGrant.objects.get(api_key__name="from-the-admin").last_used_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_last_use_is_written_when_it_is_off(settings, http_model):
+    settings.PREDCACHE_API_KEY_LAST_USED_SECONDS = 0
+    api = key_client()
+    assert api.predict("echo", ONE_INSTANCE).status_code == 200
+    assert get_runtime().background.wait_idle(10)
+    assert ApiKeyGrant.objects.get(api_key__name="team").last_used_at is None
 
 
 def test_a_scope_or_rate_edited_here_applies_at_once(http_model, other_model):

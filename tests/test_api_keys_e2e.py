@@ -40,6 +40,7 @@ def server(
         "REDIS_URL": redis_url,
         "PREDCACHE_KEY_PREFIX": SERVER_PREFIX,
         "PREDCACHE_API_KEY_CACHE_SECONDS": str(REMEMBERED_SECONDS),
+        "PREDCACHE_API_KEY_LAST_USED_SECONDS": "60",  # as in production (the tests' default is off)
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "1",
     }

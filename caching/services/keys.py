@@ -80,13 +80,15 @@ def api_key_revoke(*, prefix: str) -> tuple[APIKey, bool]:
 
 
 def api_key_used(*, access: KeyAccess) -> None:
-    """Note a request of the key: its last use is written, in the background, at most once a minute.
+    """Note a request of the key: its last use is written in the background, at most once a minute.
 
-    The write is the only database query this costs, on a background thread, after whatever
-    transaction is open commits (as other background work here is sent).
+    (PREDCACHE_API_KEY_LAST_USED_SECONDS.) The write is the only database query this costs, on a
+    background thread, after whatever transaction is open commits (as other background work
+    here is sent).
     """
     runtime = get_runtime()
-    if runtime.api_key_uses.due(access.key):
+    uses = runtime.api_key_uses
+    if uses is not None and uses.due(access.key):
         at = timezone.now()
         job = functools.partial(api_key_last_used_record, prefix=access.key, at=at)
         transaction.on_commit(lambda: runtime.background.submit(("api-key-used", access.key), job))
