@@ -13,9 +13,12 @@ each model directly. Everything runs on this machine in processes this script st
 Redis, SQLite file, model server, two gunicorns, then three for the A/B). Prints a table and writes
 bench/results/hit_path.md with a plot of the first table, bench/results/hit_path.png (not with
 --hit-vs-floor-only, which measures the first table alone; --ab-rounds 0 leaves out the A/B).
+With --cluster (and --hit-vs-floor-only) the first table is measured on a Redis Cluster of three
+primaries (REDIS_CLUSTER=true): the hit's MGET and the floor's GET go through redis-py's cluster
+client.
 
     .venv/bin/python bench/hit_path.py [--seconds 5] [--concurrency 8] [--ab-rounds 3]
-        [--turns 12] [--turn-seconds 1.5] [--hit-vs-floor-only]
+        [--turns 12] [--turn-seconds 1.5] [--hit-vs-floor-only [--cluster]]
 """
 
 from __future__ import annotations
@@ -151,11 +154,26 @@ def main() -> None:
     parser.add_argument(
         "--hit-vs-floor-only", action="store_true", help="measure the hit against the floor alone"
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="with --hit-vs-floor-only: on a Redis Cluster of three primaries",
+    )
     args = parser.parse_args()
+    if args.cluster and not args.hit_vs_floor_only:
+        parser.error("--cluster measures the hit against the floor alone: add --hit-vs-floor-only")
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="predcache-bench-") as tmp:
         work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
+        cluster_env = {}
+        if args.cluster:
+            from tests.support.redis_cluster import RedisCluster
+
+            redis_server: RedisServer | RedisCluster = RedisCluster(work / "cluster", replicas=0).start()
+            # Nothing is sent to the broker here, and a cluster cannot be one.
+            cluster_env = {"REDIS_CLUSTER": "true", "CELERY_BROKER_URL": "memory://"}
+        else:
+            redis_server = RedisServer(work / "redis").start()
         stack.callback(redis_server.stop)
         model_url = stack.enter_context(model_server())
         vertex_url = stack.enter_context(fake_vertex_server())
@@ -167,6 +185,7 @@ def main() -> None:
             "PREDCACHE_MODEL_DIR": str(work / "models"),
             "PYTHONPATH": str(REPO),
             "LOG_LEVEL": "WARNING",
+            **cluster_env,
         }
 
         def manage(*command: str) -> str:
@@ -213,7 +232,12 @@ def main() -> None:
         stack.callback(baseline.stop)
         import redis
 
-        redis.Redis.from_url(redis_server.url).set("bench:baseline", orjson.dumps({"predictions": [0]}))
+        store = (
+            redis.RedisCluster.from_url(redis_server.url)
+            if args.cluster
+            else redis.Redis.from_url(redis_server.url)
+        )
+        store.set("bench:baseline", orjson.dumps({"predictions": [0]}))
 
         hit_body = orjson.dumps({"instances": [IRIS_INSTANCE]})
         status, cache, _ = call(predcache.port, "POST", "/v1/models/iris:predict", hit_body, headers)

@@ -101,6 +101,13 @@ def series(
     }
 
 
+def _pipeline(client: Any) -> Any:
+    try:
+        return client.pipeline(transaction=False)  # on a cluster, its client may be built now
+    except REDIS_FAILURES as exc:
+        raise CacheUnavailable(str(exc)) from exc
+
+
 def _execute(pipe: Any) -> list[Any]:
     try:
         return cast(list[Any], pipe.execute())
@@ -140,7 +147,7 @@ def dashboard_overview(*, window: Window) -> dict[str, Any]:
     models = list(
         ModelEndpoint.objects.only("id", "name").annotate(followed=Subquery(latest.values("version")[:1]))
     )
-    pipe = runtime.client.pipeline(transaction=False)
+    pipe = _pipeline(runtime.client)
     queued = queue_minutes_read(pipe, keyspace, keyspace.all_models(), window.minutes)
     pipe.hgetall(keyspace.breakers(keyspace.all_models()))
     for model in models:
@@ -165,7 +172,7 @@ def dashboard_model(*, model: ModelEndpoint, window: Window) -> dict[str, Any]:
     """One model's figures, its series over ``window`` and its recent events. Raises CacheUnavailable."""
     runtime = get_runtime()
     namespace = runtime.keyspace.namespace(model.pk)
-    pipe = runtime.client.pipeline(transaction=False)
+    pipe = _pipeline(runtime.client)
     queued = queue_minutes_read(pipe, runtime.keyspace, namespace, window.minutes)
     _queue_figures(pipe, namespace)
     replies = _execute(pipe)

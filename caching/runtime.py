@@ -28,7 +28,9 @@ from caching.backends.base import Backend
 from caching.backends.http import shared_connection_pools
 from caching.core.breaker import BreakerRegistry, CircuitBreaker
 from caching.core.breaker_report import BreakerReport
+from caching.core.cluster import RedisClient
 from caching.core.hotset import HotSampler
+from caching.core.iam_auth import IamTokenCredentials
 from caching.core.integrity import ValueKeys
 from caching.core.keys import KeySpace
 from caching.core.l1 import MemoryTier, TieredStore, Tracking, tracked_prefixes
@@ -122,7 +124,7 @@ class BackgroundJobs:
 class Runtime:
     """Everything a web or worker process shares across requests."""
 
-    client: redis.Redis
+    client: RedisClient  # a Redis, or a Redis Cluster's client (caching/core/cluster.py)
     keyspace: KeySpace
     store: PredictionStore
     stats: MetricsRecorder  # the per-model counters (flushed to Redis) and the Prometheus metrics
@@ -224,9 +226,16 @@ def _build() -> Runtime:
         password=settings.PREDCACHE_REDIS_PASSWORD,
         tls_ca_cert=settings.PREDCACHE_REDIS_CA_CERT,
         tls_check_hostname=settings.PREDCACHE_REDIS_TLS_CHECK_HOSTNAME,
+        cluster=settings.PREDCACHE_REDIS_CLUSTER,
+        # Memorystore's IAM authentication: a fresh access token on each new connection.
+        credential_provider=IamTokenCredentials() if settings.PREDCACHE_REDIS_IAM_AUTH else None,
     )
     keyspace = KeySpace(settings.PREDCACHE_KEY_PREFIX, installation_id())
-    store = _tiered(RedisPredictionStore(client, keyspace), client, keyspace)
+    store: PredictionStore = RedisPredictionStore(client, keyspace)
+    # On a cluster no model is answered from memory (l1 on is ignored): the tier's coherence rests
+    # on one tracking connection seeing every change, and a cluster's changes are on each primary.
+    if isinstance(client, redis.Redis):
+        store = _tiered(store, client, keyspace)
     hot = HotSampler(
         one_in=settings.PREDCACHE_HOT_SAMPLE_RATE,
         half_life=settings.PREDCACHE_HOT_HALF_LIFE_SECONDS,

@@ -1,4 +1,4 @@
-"""The Celery broker connection when it is the cache's own Redis: its AUTH string and TLS CA passed on."""
+"""The Celery broker's Redis connection: the cache's AUTH string and CA passed on, or the broker's own CA."""
 
 from __future__ import annotations
 
@@ -22,13 +22,15 @@ def redis_url_with_password(url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def redis_broker_tls(ca_cert: str, *, check_hostname: bool, var_dir: Path) -> dict[str, Any]:
+def redis_broker_tls(
+    ca_cert: str, *, check_hostname: bool, var_dir: Path, file_name: str = "redis-ca.pem"
+) -> dict[str, Any]:
     """kombu's ``broker_use_ssl`` for a ``rediss://`` broker; a CA given as PEM text is written to a file."""
     options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": check_hostname}
     if ca_cert:
         if "-----BEGIN" in ca_cert:
             var_dir.mkdir(exist_ok=True)
-            path = var_dir / "redis-ca.pem"
+            path = var_dir / file_name
             if not path.exists() or path.read_text() != ca_cert:
                 # Processes starting together (gunicorn workers, Celery children) all get here:
                 # each writes its own file and renames it into place, so none reads a partial one.

@@ -149,6 +149,13 @@ if PREDCACHE_REDIS_CA_CERT:
 PREDCACHE_REDIS_TLS_CHECK_HOSTNAME = env.bool(
     "PREDCACHE_REDIS_TLS_CHECK_HOSTNAME", default=not PREDCACHE_REDIS_CA_CERT
 )
+# Redis Cluster (Memorystore for Redis Cluster): REDIS_URL names any node (its discovery endpoint).
+PREDCACHE_REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
+# IAM authentication (Memorystore for Redis Cluster): each new connection sends user "default" and
+# a fresh OAuth access token of the process's Google credentials instead of a password.
+PREDCACHE_REDIS_IAM_AUTH = env.bool("REDIS_IAM_AUTH", default=False)
+if PREDCACHE_REDIS_IAM_AUTH and PREDCACHE_REDIS_PASSWORD:
+    raise ImproperlyConfigured("REDIS_IAM_AUTH sends IAM tokens: set no REDIS_PASSWORD or REDIS_AUTH with it")
 PREDCACHE_KEY_PREFIX = env.str("PREDCACHE_KEY_PREFIX", default="pc:")
 # Names this installation in every key (default: the id the migrations stored in the database), so
 # installations sharing a Redis never share entries, purges or stats. Set it apart for a database
@@ -227,11 +234,25 @@ if PREDCACHE_METRICS_PUBLISH_SECONDS <= 0:
 
 # --- Celery: warming, refresh-ahead, scheduled purges (predcache_site/celery.py) ------------------
 # The broker: the cache's Redis unless set apart (Redis with noeviction, or RabbitMQ amqp://...).
-# Given apart, the cache's AUTH string and CA are not passed on: put the broker's own in its URL.
+# Given apart, the cache's AUTH string and CA are not passed on: put the broker's password in its
+# URL, and a rediss:// broker's CA (PEM text or a file's path) in CELERY_BROKER_CA_CERT.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
-if not CELERY_BROKER_URL and env.bool("REDIS_CLUSTER", default=False):
+CELERY_BROKER_CA_CERT = env.str("CELERY_BROKER_CA_CERT", default="", multiline=True).strip()
+if CELERY_BROKER_CA_CERT:
+    if not CELERY_BROKER_URL.startswith("rediss://"):
+        raise ImproperlyConfigured("CELERY_BROKER_CA_CERT needs a rediss:// CELERY_BROKER_URL")
+    # As for the cache's Redis: a Memorystore CA is the instance's own, so the host name is not checked.
+    CELERY_BROKER_USE_SSL = redis_broker_tls(
+        CELERY_BROKER_CA_CERT, check_hostname=False, var_dir=VAR_DIR, file_name="broker-ca.pem"
+    )
+if not CELERY_BROKER_URL and PREDCACHE_REDIS_CLUSTER:
     raise ImproperlyConfigured(
         "a Redis Cluster cannot be the Celery broker: set CELERY_BROKER_URL (a Redis of its own, or RabbitMQ)"
+    )
+if not CELERY_BROKER_URL and PREDCACHE_REDIS_IAM_AUTH:
+    raise ImproperlyConfigured(
+        "the Celery broker cannot log in with IAM tokens: set CELERY_BROKER_URL (a Redis of its own, "
+        "or RabbitMQ)"
     )
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = REDIS_URL

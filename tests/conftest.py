@@ -61,6 +61,29 @@ def _isolated_cache(settings: Any, redis_url: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Redis Cluster of three primaries with a replica each (tests/support/redis_cluster.py)."""
+    from tests.support.redis_cluster import RedisCluster, cluster_binary_problem
+
+    problem = cluster_binary_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def on_cluster(settings: Any, redis_cluster: Any) -> Any:
+    """This test's predcache runs on the session's Redis Cluster: REDIS_CLUSTER=true, REDIS_URL one node."""
+    settings.REDIS_URL = redis_cluster.url
+    settings.PREDCACHE_REDIS_CLUSTER = True
+    return redis_cluster
+
+
+@pytest.fixture(scope="session")
 def model_server_url() -> Iterator[str]:
     with model_server() as url:
         yield url

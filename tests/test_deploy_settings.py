@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import ssl
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from caching.core.store import redis_client
 from caching.runtime import get_runtime
 from tests.support.processes import REPO, free_port, wait_until
 from tests.support.stack_env import STACK_SECURITY_ENV
+from tests.support.tls import make_test_pki, tls_problem
 
 # What the variables below may not inherit from the machine running the tests.
 _CONNECTION_VARIABLES = ("REDIS_", "DATABASE_", "PREDCACHE_REDIS_", "CELERY_")
@@ -153,6 +153,47 @@ def test_the_broker_in_the_caches_redis_gets_its_tls_ca_as_a_file(tmp_path):
 def test_a_redis_cluster_is_not_taken_for_the_broker():
     assert "a Redis Cluster cannot be the Celery broker: set CELERY_BROKER_URL" in settings_error(
         {"REDIS_URL": "redis://10.0.0.3:6379/0", "REDIS_CLUSTER": "true"}
+    )
+
+
+def test_iam_authentication_wants_no_password_and_a_broker_of_its_own():
+    assert "REDIS_IAM_AUTH sends IAM tokens: set no REDIS_PASSWORD" in settings_error(
+        {"REDIS_URL": "rediss://10.0.0.3:6378/0", "REDIS_IAM_AUTH": "true", "REDIS_PASSWORD": "x"}
+    )
+    assert "the Celery broker cannot log in with IAM tokens" in settings_error(
+        {"REDIS_URL": "rediss://10.0.0.3:6378/0", "REDIS_IAM_AUTH": "true"}
+    )
+
+
+def test_the_redis_cluster_stacks_settings_are_read():
+    """What the Pulumi stack's redisCluster option sets: a cluster, IAM tokens, and a TLS broker apart."""
+    found = settings_under(
+        {
+            "REDIS_URL": "rediss://10.20.0.9:6379/0",
+            "REDIS_CLUSTER": "true",
+            "REDIS_IAM_AUTH": "true",
+            "REDIS_CA_CERT": FAKE_PEM,
+            "CELERY_BROKER_URL": "rediss://:broker-auth@10.77.0.6:6378/0",
+            "CELERY_BROKER_CA_CERT": FAKE_PEM,
+        },
+        "PREDCACHE_REDIS_CLUSTER",
+        "PREDCACHE_REDIS_IAM_AUTH",
+        "PREDCACHE_REDIS_TLS_CHECK_HOSTNAME",
+        "CELERY_BROKER_URL",
+        "CELERY_BROKER_USE_SSL",
+    )
+    assert (found["PREDCACHE_REDIS_CLUSTER"], found["PREDCACHE_REDIS_IAM_AUTH"]) == (True, True)
+    assert found["PREDCACHE_REDIS_TLS_CHECK_HOSTNAME"] is False
+    assert found["CELERY_BROKER_URL"] == "rediss://:broker-auth@10.77.0.6:6378/0"
+    tls = found["CELERY_BROKER_USE_SSL"]
+    assert tls["ssl_cert_reqs"] == ssl.CERT_REQUIRED and tls["ssl_check_hostname"] is False
+    assert Path(tls["ssl_ca_certs"]).name == "broker-ca.pem"
+    assert Path(tls["ssl_ca_certs"]).read_text() == FAKE_PEM
+
+
+def test_a_broker_ca_needs_a_tls_broker():
+    assert "CELERY_BROKER_CA_CERT needs a rediss:// CELERY_BROKER_URL" in settings_error(
+        {"CELERY_BROKER_URL": "redis://10.77.0.6:6379/0", "CELERY_BROKER_CA_CERT": FAKE_PEM}
     )
 
 
@@ -340,45 +381,24 @@ class TlsRedis:
         return f"rediss://127.0.0.1:{self.port}/0"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _make_ca(name: str, cwd: Path) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=predcache test {name}",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=cwd,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     """A redis-server with TLS only, AUTH on, and a certificate naming its IP only as the CN."""
-    server_binary, openssl = shutil.which("redis-server"), shutil.which("openssl")
-    if server_binary is None or openssl is None:
-        pytest.skip("needs redis-server (built with TLS) and openssl on PATH")
+    problem = tls_problem()
+    if problem is not None:
+        pytest.skip(problem)
     workdir = tmp_path_factory.mktemp("tls-redis")
-    _make_ca("ca", workdir)
-    _make_ca("other-ca", workdir)
-    _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", "server.key", "-out", "server.csr", cwd=workdir,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-out", "server.crt", cwd=workdir,
-    )  # fmt: skip
+    pki = make_test_pki(workdir)
     server = TlsRedis(
         port=free_port(),
         password="memorystore-auth-string",
-        ca_pem=(workdir / "ca.crt").read_text(),
-        other_ca_pem=(workdir / "other-ca.crt").read_text(),
+        ca_pem=pki.ca_pem,
+        other_ca_pem=pki.other_ca_pem,
     )
     process = subprocess.Popen(
         [
-            server_binary, "--port", "0", "--tls-port", str(server.port), "--bind", "127.0.0.1",
-            "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
-            "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no",
+            "redis-server", "--port", "0", "--tls-port", str(server.port), "--bind", "127.0.0.1",
+            *pki.server_arguments(),
             "--requirepass", server.password, "--save", "", "--appendonly", "no", "--dir", str(workdir),
         ],
         cwd=workdir,

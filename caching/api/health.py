@@ -8,6 +8,7 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from caching.api.metrics import metrics
+from caching.core.cluster import ping as redis_ping
 from caching.core.store import REDIS_FAILURES
 from caching.installation import InstallationUnnamed
 from caching.runtime import get_runtime
@@ -36,7 +37,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     try:
         runtime = get_runtime()
         runtime_built = True
-        runtime.client.ping()
+        redis_ping(runtime.client)
         checks["redis"] = "ok"
     except REDIS_FAILURES as exc:
         checks["redis"] = f"error: {exc.__class__.__name__} (predictions go to the model)"

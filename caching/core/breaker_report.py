@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import redis
-
 from caching.core.breaker import CLOSED, CircuitBreaker
+from caching.core.cluster import RedisPipeline
 from caching.core.keys import KeySpace
 
 REPORT_FRESH_SECONDS = 30.0
@@ -47,7 +46,7 @@ class BreakerReport:
         self._lock = threading.Lock()
         self._reported: set[str] = set()  # namespaces where this process's field may stand
 
-    def write_pending(self, pipe: redis.client.Pipeline, keyspace: KeySpace) -> int:
+    def write_pending(self, pipe: RedisPipeline, keyspace: KeySpace) -> int:
         """Queue this process's field for each breaker not closed, and its removal where one closed."""
         now = self._clock()
         queued = 0

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
-import redis
 
+from caching.core.cluster import RedisClient, RedisPipeline
 from caching.core.keys import KeySpace
 from caching.core.store import REDIS_FAILURES, CacheUnavailable
 
@@ -173,7 +173,7 @@ class HotSampler:
         with self._lock:
             return {digest: item.count for digest, item in self._pending.get(namespace, {}).items()}
 
-    def write_pending(self, pipe: redis.client.Pipeline, keyspace: KeySpace) -> int:
+    def write_pending(self, pipe: RedisPipeline, keyspace: KeySpace) -> int:
         """Queue the waiting samples on ``pipe`` (the stats flush); returns the commands queued.
 
         Samples are an estimate: if the pipeline fails they are not kept for the next flush
@@ -187,7 +187,9 @@ class HotSampler:
             arguments.append(HOT_SET_RETAIN_SECONDS)
             for digest, item in samples.items():
                 arguments += [digest, item.count, item.instance]
-            pipe.eval(_ADD_SCRIPT, 2, keyspace.hot(namespace), keyspace.hot_instances(namespace), *arguments)
+            # Queued as a plain command: a cluster's pipeline has no eval(). Both keys share a slot.
+            keys = (keyspace.hot(namespace), keyspace.hot_instances(namespace))
+            pipe.execute_command("EVAL", _ADD_SCRIPT, 2, *keys, *arguments)  # type: ignore[no-untyped-call]
         return len(pending)
 
 
@@ -201,12 +203,12 @@ class HotEntry:
     parameters: dict[str, Any] | None
 
 
-def hot_set_read(client: redis.Redis, keyspace: KeySpace, namespace: str) -> list[HotEntry]:
+def hot_set_read(client: RedisClient, keyspace: KeySpace, namespace: str) -> list[HotEntry]:
     """The hot set of one model namespace, hottest first, in one round trip; raises CacheUnavailable."""
-    pipe = client.pipeline(transaction=False)
-    pipe.zrange(keyspace.hot(namespace), 0, -1, desc=True, withscores=True)
-    pipe.hgetall(keyspace.hot_instances(namespace))
     try:
+        pipe = client.pipeline(transaction=False)
+        pipe.zrange(keyspace.hot(namespace), 0, -1, desc=True, withscores=True)
+        pipe.hgetall(keyspace.hot_instances(namespace))
         ranked, instances = cast(tuple[list[tuple[bytes, float]], dict[bytes, bytes]], pipe.execute())
     except REDIS_FAILURES as exc:
         raise CacheUnavailable(str(exc)) from exc
@@ -223,14 +225,14 @@ def hot_set_read(client: redis.Redis, keyspace: KeySpace, namespace: str) -> lis
     return entries
 
 
-def hot_set_forget(client: redis.Redis, keyspace: KeySpace, namespace: str, digests: Sequence[str]) -> None:
+def hot_set_forget(client: RedisClient, keyspace: KeySpace, namespace: str, digests: Sequence[str]) -> None:
     """Drop ``digests`` from a model's hot set (their requests no longer make those digests)."""
     if not digests:
         return
-    pipe = client.pipeline(transaction=True)
-    pipe.zrem(keyspace.hot(namespace), *digests)
-    pipe.hdel(keyspace.hot_instances(namespace), *digests)
     try:
+        pipe = client.pipeline(transaction=True)
+        pipe.zrem(keyspace.hot(namespace), *digests)
+        pipe.hdel(keyspace.hot_instances(namespace), *digests)
         pipe.execute()
     except REDIS_FAILURES as exc:
         raise CacheUnavailable(str(exc)) from exc

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import redis
-
+from caching.core.cluster import RedisClient
 from caching.core.keys import KeySpace
 from caching.core.ratelimit import Lease, Rate
 from caching.core.redis_scripts import LEASE_SCRIPT
@@ -13,7 +12,7 @@ from caching.core.store import REDIS_FAILURES, CacheUnavailable
 class RedisTokenBuckets:
     """Token buckets under the installation's key prefix (:meth:`KeySpace.rate_bucket`)."""
 
-    def __init__(self, client: redis.Redis, keyspace: KeySpace) -> None:
+    def __init__(self, client: RedisClient, keyspace: KeySpace) -> None:
         self.keyspace = keyspace
         self._lease_script = client.register_script(LEASE_SCRIPT)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis
 
+from caching.core.cluster import RedisClient
 from caching.core.keys import KeySpace
 from caching.core.redis_scripts import LOOKUP_LOCKING_SCRIPT, SAVE_SCRIPT
 from caching.core.redis_upkeep import RedisUpkeep
@@ -34,16 +35,27 @@ class RedisPredictionStore(RedisUpkeep):
     reclaim are in :class:`~caching.core.redis_upkeep.RedisUpkeep`.
     """
 
-    def __init__(self, client: redis.Redis, keyspace: KeySpace) -> None:
+    def __init__(self, client: RedisClient, keyspace: KeySpace) -> None:
         super().__init__(client, keyspace)
         self._save_script = client.register_script(SAVE_SCRIPT)
         self._lookup_script = client.register_script(LOOKUP_LOCKING_SCRIPT)
         self._lookup_keys: dict[tuple[str, str], tuple[str, str, str]] = {}
-        self._reads = ThreadConnections(client)  # a hit's MGET, without the client's pool
+        # A hit's MGET: on one Redis, on this thread's own connection, without the client's pool;
+        # on a cluster, through the cluster client, which sends it to the primary owning the
+        # model's slot and follows the slot when it moves (a failover, a resharding).
+        self._reads: ThreadConnections | None = None
+        self._read: Callable[..., Any] = self._cluster_read
+        if isinstance(client, redis.Redis):
+            self._reads = ThreadConnections(client)
+            self._read = self._reads.read
+
+    def _cluster_read(self, *args: Any) -> Any:
+        return self.client.execute_command(*args)
 
     def close(self) -> None:
         """Disconnect the store's own connections (the client's pool is the client's to close)."""
-        self._reads.close()
+        if self._reads is not None:
+            self._reads.close()
 
     def lookup(
         self,
@@ -60,7 +72,7 @@ class RedisPredictionStore(RedisUpkeep):
         try:
             # The client is built without decode_responses: every value is bytes or None.
             if locks is None:
-                values = cast(list[Any], self._reads.read("MGET", *keys))
+                values = cast(list[Any], self._read("MGET", *keys))
             else:
                 lock_keys = [self.keyspace.lock(namespace, d) for d in digests]
                 values = cast(
@@ -164,12 +176,12 @@ class RedisPredictionStore(RedisUpkeep):
 
     def acquire(self, namespace: str, digests: Sequence[str], token: str, ttl_seconds: float) -> set[str]:
         """Take the single-flight lock of each digest that nobody holds; one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for digest in digests:
-            pipe.set(
-                self.keyspace.lock(namespace, digest), token, nx=True, px=max(1, int(ttl_seconds * 1000))
-            )
         try:
+            pipe = self.client.pipeline(transaction=False)  # on a cluster, its client may be built now
+            for digest in digests:
+                pipe.set(
+                    self.keyspace.lock(namespace, digest), token, nx=True, px=max(1, int(ttl_seconds * 1000))
+                )
             results = pipe.execute()
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc

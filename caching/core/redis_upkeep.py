@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import redis
-
+from caching.core.cluster import RedisClient, scan_keys
 from caching.core.codec import CodecError, decode_header
 from caching.core.keys import KeySpace
 from caching.core.redis_scripts import JOB_LOCK_SCRIPT, UNLOCK_SCRIPT
@@ -23,7 +22,7 @@ HEADER_READ_BYTES = 512
 class RedisUpkeep:
     """The part of :class:`~caching.core.redis_store.RedisPredictionStore` off the request path."""
 
-    def __init__(self, client: redis.Redis, keyspace: KeySpace) -> None:
+    def __init__(self, client: RedisClient, keyspace: KeySpace) -> None:
         self.client = client
         self.keyspace = keyspace
         self._unlock_script = client.register_script(UNLOCK_SCRIPT)
@@ -67,16 +66,16 @@ class RedisUpkeep:
         A whole-model purge also forgets which deployed versions were seen (so after a
         rollback to a retired version the cache follows it again), unless ``keep_versions``.
         """
-        pipe = self.client.pipeline(transaction=True)
-        if model_version is None:
-            pipe.set(self.keyspace.generation(namespace), new_generation_token())
-            if not keep_versions:
-                pipe.delete(
-                    self.keyspace.followed_version(namespace), self.keyspace.retired_versions(namespace)
-                )
-        else:
-            pipe.set(self.keyspace.version_generation(namespace, model_version), new_generation_token())
         try:
+            pipe = self.client.pipeline(transaction=True)  # on a cluster, its client may be built now
+            if model_version is None:
+                pipe.set(self.keyspace.generation(namespace), new_generation_token())
+                if not keep_versions:
+                    pipe.delete(
+                        self.keyspace.followed_version(namespace), self.keyspace.retired_versions(namespace)
+                    )
+            else:
+                pipe.set(self.keyspace.version_generation(namespace, model_version), new_generation_token())
             pipe.execute()
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
@@ -91,10 +90,10 @@ class RedisUpkeep:
 
     def followed_version(self, namespace: str) -> tuple[str, list[str]]:
         """The version tag the cache follows and the retired ones (for operators)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keyspace.followed_version(namespace))
-        pipe.smembers(self.keyspace.retired_versions(namespace))
         try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.keyspace.followed_version(namespace))
+            pipe.smembers(self.keyspace.retired_versions(namespace))
             current, retired = pipe.execute()
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
@@ -109,10 +108,10 @@ class RedisUpkeep:
         unique = list(dict.fromkeys(digests))
         if not unique:
             return 0
-        pipe = self.client.pipeline(transaction=True)
-        pipe.unlink(*(self.keyspace.entry(namespace, digest) for digest in unique))
-        pipe.unlink(*(self.keyspace.lock(namespace, digest) for digest in unique))
         try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.unlink(*(self.keyspace.entry(namespace, digest) for digest in unique))
+            pipe.unlink(*(self.keyspace.lock(namespace, digest) for digest in unique))
             return int(pipe.execute()[0])
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
@@ -122,30 +121,39 @@ class RedisUpkeep:
 
         Purges only swap a generation, so purged entries stay until their TTL. This walks
         the namespace's entries with SCAN (never KEYS: Redis keeps serving between
-        batches), reads only each value's header (GETRANGE, one pipeline per batch) and
-        UNLINKs the dead ones. A value whose header cannot be decoded is left to its TTL:
-        it is never served, and it may be a newer format this process does not know.
-        Raises CacheUnavailable.
+        batches; on a cluster, on every primary), reads only each value's header
+        (GETRANGE, one pipeline per batch) and UNLINKs the dead ones. A value whose header
+        cannot be decoded is left to its TTL: it is never served, and it may be a newer
+        format this process does not know. Raises CacheUnavailable.
         """
         pattern = self.keyspace.entry(glob_escaped(namespace), "*")
         freed = 0
-        cursor = 0
         try:
-            while True:
-                cursor, keys = self.client.scan(cursor, match=pattern, count=batch)
-                if keys:
-                    headers = self._entry_headers(keys)
-                    dead = [
-                        key
-                        for key, header in zip(keys, headers, strict=True)
-                        if header is not None and not is_live(header)
-                    ]
-                    if dead:
-                        freed += self.client.unlink(*dead)
-                if cursor == 0:
-                    return freed
+            for keys, _ in scan_keys(self.client, match=pattern, count=batch):
+                if not keys:
+                    continue
+                headers = self._entry_headers(keys)
+                dead = [
+                    key
+                    for key, header in zip(keys, headers, strict=True)
+                    if header is not None and not is_live(header)
+                ]
+                if dead:
+                    freed += self._unlink_each(dead)
         except REDIS_FAILURES as exc:
             raise CacheUnavailable(str(exc)) from exc
+        return freed
+
+    def _unlink_each(self, keys: Sequence[bytes | str]) -> int:
+        """UNLINK each key on its own, in one pipeline: how many existed.
+
+        One command per key, so on a cluster each follows its key wherever it is while its
+        slot migrates (one multi-key UNLINK there fails unless all its keys moved together).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.unlink(key)
+        return sum(int(deleted) for deleted in pipe.execute())
 
     def entry_headers(self, namespace: str, digests: Sequence[str]) -> list[dict[str, Any] | None]:
         """The header of each digest's entry (None: no entry, or undecodable); payloads are not read.

@@ -8,8 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
-import redis
-
+from caching.core.cluster import RedisClient, RedisPipeline
 from caching.core.keys import KeySpace
 from caching.core.store import REDIS_FAILURES, CacheUnavailable
 from caching.core.timeline import minute_of, queue_minute_counts
@@ -54,7 +53,7 @@ STAT_FIELDS = (
 class PendingWrites(Protocol):
     """Other per-process work for Redis that rides in the stats flush's pipeline."""
 
-    def write_pending(self, pipe: redis.client.Pipeline, keyspace: KeySpace) -> int:
+    def write_pending(self, pipe: RedisPipeline, keyspace: KeySpace) -> int:
         """Queue the pending commands on ``pipe``; returns how many were queued."""
         ...
 
@@ -125,14 +124,18 @@ class StatsRecorder:
         with self._lock:
             return dict(self._pending.get(namespace, {}))
 
-    def flush(self, client: redis.Redis, keyspace: KeySpace) -> bool:
+    def flush(self, client: RedisClient, keyspace: KeySpace) -> bool:
         """Add pending counts (and the writes riding along) to Redis in one round trip.
 
         On failure the counts are kept for the next flush.
         """
         with self._lock:
             pending, self._pending = self._pending, defaultdict(Counter)
-        pipe = client.pipeline(transaction=False)
+        try:
+            pipe = client.pipeline(transaction=False)  # on a cluster, its client may be built now
+        except REDIS_FAILURES:
+            self._keep(pending)
+            return False
         for namespace, counts in pending.items():
             for field, amount in counts.items():
                 if amount:
@@ -156,14 +159,18 @@ class StatsRecorder:
             replies = None
         # An error reply to a rider (a Redis refusing scripts) does not cost the counters.
         if replies is None or any(isinstance(reply, Exception) for reply in replies[:counters]):
-            with self._lock:
-                for namespace, counts in pending.items():
-                    self._pending[namespace].update(counts)
+            self._keep(pending)
             return False
         return True
 
+    def _keep(self, unflushed: dict[str, Counter[str]]) -> None:
+        """Give counts a flush could not write back to the next one."""
+        with self._lock:
+            for namespace, counts in unflushed.items():
+                self._pending[namespace].update(counts)
 
-def read_stats(client: redis.Redis, keyspace: KeySpace, namespace: str) -> dict[str, int]:
+
+def read_stats(client: RedisClient, keyspace: KeySpace, namespace: str) -> dict[str, int]:
     """The flushed counters of one model namespace (zeros where nothing was counted)."""
     try:
         stored = cast(dict[bytes, bytes], client.hgetall(keyspace.stats(namespace)))

@@ -15,15 +15,19 @@ from typing import Any, Protocol
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.credentials import CredentialProvider
 from redis.retry import Retry
 
+from caching.core.cluster import LazyRedisCluster, RedisClient
 from caching.core.errors import PredcacheError
 from caching.core.sentinels import NoValue
 
 # Every error redis-py raises: refused or dropped connections, timeouts, and error replies
 # (out of memory, read-only replica after a failover, missing ACL permission, not Redis at
-# all). The request path fails open on all of them.
-REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.RedisError,)
+# all), and on a cluster its own that are not RedisErrors (no node reachable, no node serving
+# a slot). The request path fails open on all of them.
+REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 
 class CacheUnavailable(PredcacheError):
@@ -40,17 +44,24 @@ def redis_client(
     password: str = "",
     tls_ca_cert: str = "",
     tls_check_hostname: bool = True,
-) -> redis.Redis:
+    cluster: bool = False,
+    credential_provider: CredentialProvider | None = None,
+) -> RedisClient:
     """The one Redis client factory: short timeouts and no hidden retries, so an outage fails fast.
 
-    ``password`` (Memorystore's AUTH string) wins over a password in the URL. A ``rediss://``
-    server's certificate must chain to ``tls_ca_cert`` (PEM text, or a PEM file's path) if
-    given, else to the system's CAs; the host name is checked if ``tls_check_hostname``.
+    ``password`` (Memorystore's AUTH string) wins over a password in the URL; a
+    ``credential_provider`` (IAM tokens: :mod:`caching.core.iam_auth`) wins over both and is
+    asked on each new connection. A ``rediss://`` server's certificate must chain to
+    ``tls_ca_cert`` (PEM text, or a PEM file's path) if given, else to the system's CAs; the
+    host name is checked if ``tls_check_hostname``.
+
+    With ``cluster``, ``url`` names any node of a Redis Cluster: the client (built on first
+    use, :mod:`caching.core.cluster`) routes each command to the primary owning its slot and,
+    after a connection error, reads the slot map again and retries once (a failover).
     """
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
-        "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 0,
     }
     url_options: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
@@ -63,9 +74,30 @@ def redis_client(
     options.update(url_options)  # as in Redis.from_url, the URL's query arguments win...
     if password:
         options["password"] = password  # ...but not over the AUTH string given apart
+    if credential_provider is not None:
+        options["credential_provider"] = credential_provider
+        options.pop("username", None)
+        options.pop("password", None)  # redis-py refuses a password beside a provider
+    if cluster:
+        return _cluster_client(options)
+    options["retry"] = Retry(NoBackoff(), 0)
     client = redis.Redis(connection_pool=redis.ConnectionPool(**options))
     client.auto_close_connection_pool = True  # close() disconnects the pool, as from_url's clients do
     return client
+
+
+def _cluster_client(options: dict[str, Any]) -> LazyRedisCluster:
+    options.pop("connection_class", None)  # RedisCluster picks it from ``ssl``
+    if options.pop("db", 0):
+        raise ValueError("a Redis Cluster has only database 0: name no other in REDIS_URL")
+    if "ssl_cert_reqs" in options:
+        options["ssl"] = True
+    host, port = options.pop("host", "localhost"), int(options.pop("port", 6379))
+
+    def build() -> RedisCluster:
+        return RedisCluster(host=host, port=port, retry=Retry(NoBackoff(), 1), **options)
+
+    return LazyRedisCluster(build)
 
 
 @dataclass(frozen=True, slots=True)

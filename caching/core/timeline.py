@@ -12,8 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import redis
-
+from caching.core.cluster import RedisClient, RedisPipeline
 from caching.core.keys import KeySpace
 from caching.core.store import REDIS_FAILURES, CacheUnavailable
 
@@ -42,7 +41,7 @@ def minute_of(unix_seconds: float) -> int:
 
 
 def queue_minute_counts(
-    pipe: redis.client.Pipeline,
+    pipe: RedisPipeline,
     keyspace: KeySpace,
     pending: Mapping[str, Mapping[str, int]],
     *,
@@ -60,16 +59,14 @@ def queue_minute_counts(
         _queue_hash(pipe, keyspace.minute_stats(keyspace.all_models(), minute), totals, retention_seconds)
 
 
-def _queue_hash(
-    pipe: redis.client.Pipeline, key: str, counts: Mapping[str, int], retention_seconds: int
-) -> None:
+def _queue_hash(pipe: RedisPipeline, key: str, counts: Mapping[str, int], retention_seconds: int) -> None:
     for field, amount in counts.items():
         pipe.hincrby(key, field, amount)
     pipe.expire(key, retention_seconds)
 
 
 def queue_minutes_read(
-    pipe: redis.client.Pipeline, keyspace: KeySpace, namespace: str, minutes: Iterable[int]
+    pipe: RedisPipeline, keyspace: KeySpace, namespace: str, minutes: Iterable[int]
 ) -> int:
     """Queue one HMGET per minute of ``namespace``; returns how many were queued."""
     queued = 0
@@ -88,12 +85,12 @@ def parse_minutes(replies: Sequence[Any]) -> list[dict[str, int]]:
 
 
 def read_minutes(
-    client: redis.Redis, keyspace: KeySpace, namespace: str, minutes: Sequence[int]
+    client: RedisClient, keyspace: KeySpace, namespace: str, minutes: Sequence[int]
 ) -> list[dict[str, int]]:
     """The counters of ``namespace`` in each of ``minutes``, in one round trip. Raises CacheUnavailable."""
-    pipe = client.pipeline(transaction=False)
-    queue_minutes_read(pipe, keyspace, namespace, minutes)
     try:
+        pipe = client.pipeline(transaction=False)
+        queue_minutes_read(pipe, keyspace, namespace, minutes)
         replies = pipe.execute()
     except REDIS_FAILURES as exc:
         raise CacheUnavailable(str(exc)) from exc

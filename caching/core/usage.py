@@ -1,24 +1,25 @@
 """How many entries a model has in Redis and how much memory they take, measured within a budget.
 
 Redis cannot count one model's keys without walking the keyspace, so a measurement is a SCAN for
-the model's entry keys of at most ``scan_calls`` calls of ``batch`` keys (the whole keyspace of a
-Redis with fewer keys than that; otherwise the count is a lower bound, and says so), plus one
-pipelined MEMORY USAGE of the first ``samples`` entries found. Memory is estimated as entries times
-their mean sampled size. Entries a purge made unreachable count until reclaimed or expired;
-SCAN may return a key twice while Redis resizes its table, so a count can be a little high.
+the model's entry keys of at most ``scan_calls`` calls of ``batch`` keys (on a cluster, of each
+primary in turn): the whole keyspace if it has fewer keys than that; otherwise the count is a
+lower bound, and says so. Then one pipelined MEMORY USAGE of the first ``samples`` entries found.
+Memory is estimated as entries times their mean sampled size. Entries a purge made unreachable
+count until reclaimed or expired; SCAN may return a key twice while Redis resizes its table, so a
+count can be a little high.
 The result is stored in the model's usage hash, for the dashboard to read.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
+from caching.core.cluster import RedisClient, scan_keys
 from caching.core.keys import KeySpace
 from caching.core.redis_upkeep import glob_escaped
 from caching.core.store import REDIS_FAILURES, CacheUnavailable
@@ -47,7 +48,7 @@ class CacheUsage:
 
 
 def measure_usage(
-    client: redis.Redis,
+    client: RedisClient,
     keyspace: KeySpace,
     namespace: str,
     *,
@@ -59,15 +60,14 @@ def measure_usage(
     """Count ``namespace``'s entries and sample their memory, within the budget. Raises CacheUnavailable."""
     started = time.monotonic()
     pattern = keyspace.entry(glob_escaped(namespace), "*")
-    entries, cursor = 0, 0
+    entries, complete = 0, False
     sample_keys: list[bytes | str] = []
     try:
-        for _ in range(scan_calls):
-            cursor, keys = client.scan(cursor, match=pattern, count=batch)
+        walk = scan_keys(client, match=pattern, count=batch)
+        for keys, walked_all in itertools.islice(walk, scan_calls):
             entries += len(keys)
             sample_keys.extend(keys[: samples - len(sample_keys)])
-            if cursor == 0:
-                break
+            complete = walked_all
         pipe = client.pipeline(transaction=False)
         for key in sample_keys:
             pipe.memory_usage(key, samples=0)
@@ -76,7 +76,7 @@ def measure_usage(
         raise CacheUnavailable(str(exc)) from exc
     return CacheUsage(
         entries=entries,
-        complete=cursor == 0,
+        complete=complete,
         sampled=len(sizes),  # an entry that expired between SCAN and MEMORY USAGE is left out
         sampled_bytes=sum(sizes),
         measured_at=clock(),
@@ -85,7 +85,7 @@ def measure_usage(
 
 
 def save_usage(
-    client: redis.Redis, keyspace: KeySpace, namespace: str, usage: CacheUsage, *, keep_seconds: int
+    client: RedisClient, keyspace: KeySpace, namespace: str, usage: CacheUsage, *, keep_seconds: int
 ) -> None:
     """Store ``usage`` as the model's last measurement for ``keep_seconds``. Raises CacheUnavailable."""
     fields: dict[Any, Any] = {

@@ -7,7 +7,8 @@ plain values (nothing secret in them)
     DATABASE_URL        postgres://USER@PRIVATE_IP:5432/DB?sslmode=require   (no password)
     REDIS_URL           rediss://HOST:PORT/0, HOST and PORT from the Memorystore resource (no password)
     REDIS_CLUSTER       "true" on Redis Cluster (absent otherwise)
-    REDIS_IAM_AUTH      "true" on Redis Cluster: the password is an IAM access token of the service account
+    REDIS_IAM_AUTH      "true" on Redis Cluster: each connection logs in with an IAM access token of the
+                        service account (roles/redis.dbConnectionUser), fetched by the app
     PREDCACHE_VERTEX_ENDPOINT   projects/P/locations/L/endpoints/E
     GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_REGION, DJANGO_ALLOWED_HOSTS, DJANGO_CSRF_TRUSTED_ORIGINS,
     DJANGO_SECURE_PROXY_SSL_HEADER, DJANGO_SECURE_SSL_REDIRECT, DJANGO_SECURE_COOKIES,
@@ -16,7 +17,9 @@ secret references (Secret Manager, resolved by Cloud Run when an instance starts
     DJANGO_SECRET_KEY, PREDCACHE_METRICS_TOKEN, PREDCACHE_VALUE_HMAC_KEY (and PREDCACHE_VALUE_HMAC_OLD_KEY
     while a rotation accepts the old one), DATABASE_PASSWORD,
     REDIS_PASSWORD (the AUTH string; not on Redis Cluster),
-    REDIS_CA_CERT (PEM of the Memorystore server CA, to verify its TLS certificate)
+    REDIS_CA_CERT (PEM of the Memorystore server CA, to verify its TLS certificate),
+    on Redis Cluster CELERY_BROKER_URL (the broker's own instance, rediss:// with its AUTH string)
+    and CELERY_BROKER_CA_CERT (that instance's server CA)
 """
 
 from __future__ import annotations

@@ -1,16 +1,30 @@
-"""Memorystore: a Redis instance (STANDARD_HA, AUTH, TLS) by default, or a Redis Cluster past one node."""
+"""Memorystore: a Redis instance (STANDARD_HA, AUTH, TLS) by default, or a Redis Cluster past one node.
+
+On Redis Cluster the Celery broker gets a Redis instance of its own (a cluster cannot be one): a
+small BASIC instance with AUTH, TLS and ``noeviction``, so no queued task is ever evicted.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pulumi
 import pulumi_gcp as gcp
 
 from predcache_infra.config import StackConfig
 from predcache_infra.network import Network
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The Celery broker's Redis instance, and the URL (with its AUTH string: a secret) to reach it."""
+
+    resource: gcp.redis.Instance
+    url: pulumi.Output[str]
+    ca_certificate: pulumi.Output[str]
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,7 @@ class Cache:
     # The AUTH string of an instance; a cluster has none (clients send IAM access tokens).
     auth_string: pulumi.Output[str] | None
     connection_policy: gcp.networkconnectivity.ServiceConnectionPolicy | None = None
+    broker: Broker | None = None  # the Celery broker's own Redis, beside a cluster
 
     @property
     def is_cluster(self) -> bool:
@@ -33,11 +48,6 @@ class Cache:
 def create_cache(config: StackConfig, network: Network, opts: pulumi.ResourceOptions) -> Cache:
     """Create the Redis the stack config asks for (predcache:redisCluster switches to Redis Cluster)."""
     if config.redis_cluster:
-        pulumi.log.warn(
-            "redisCluster: Memorystore Redis Cluster uses IAM authentication and a cluster "
-            "protocol that this predcache release cannot speak yet; its web service will not "
-            "become ready against it."
-        )
         return _create_cluster(config, network, opts)
     return _create_instance(config, network, opts)
 
@@ -118,6 +128,37 @@ def _create_cluster(config: StackConfig, network: Network, opts: pulumi.Resource
         ca_certificate=cluster.managed_server_cas.apply(_cluster_ca_pem),
         auth_string=None,
         connection_policy=policy,
+        broker=_create_broker(config, network, opts),
+    )
+
+
+def _create_broker(config: StackConfig, network: Network, opts: pulumi.ResourceOptions) -> Broker:
+    instance = gcp.redis.Instance(
+        "broker",
+        name=config.name("broker"),
+        region=config.region,
+        tier="BASIC",  # a lost broker loses queued tasks only; schedules and runs are in the database
+        memory_size_gb=1,
+        redis_version=config.redis_version,
+        authorized_network=network.vpc.id,
+        connect_mode="PRIVATE_SERVICE_ACCESS",
+        reserved_ip_range=network.private_services_range.name,
+        auth_enabled=config.redis_auth,
+        transit_encryption_mode=config.redis_transit_encryption,
+        redis_configs={"maxmemory-policy": "noeviction"},
+        deletion_protection=config.deletion_protection,
+        labels=config.labels,
+        opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(depends_on=[network.private_services])
+        ),
+    )
+    url = pulumi.Output.all(instance.auth_string, instance.host, instance.port).apply(
+        lambda values: f"rediss://:{quote(values[0] or '', safe='')}@{values[1]}:{values[2]}/0"
+    )
+    return Broker(
+        resource=instance,
+        url=pulumi.Output.secret(url),
+        ca_certificate=instance.server_ca_certs.apply(_instance_ca_pem),
     )
 
 

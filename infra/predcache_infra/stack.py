@@ -92,6 +92,9 @@ def build(config: StackConfig) -> Deployment:
         secret_values["PREDCACHE_VALUE_HMAC_OLD_KEY"] = value_keys.old.result
     if cache.auth_string is not None:
         secret_values["REDIS_PASSWORD"] = cache.auth_string
+    if cache.broker is not None:  # beside a Redis Cluster: the URL holds the broker's AUTH string
+        secret_values["CELERY_BROKER_URL"] = cache.broker.url
+        secret_values["CELERY_BROKER_CA_CERT"] = cache.broker.ca_certificate
     secrets = create_secrets(config, secret_values, identity.member, opts)
 
     plain_env = app_environment(
