@@ -1,6 +1,7 @@
 """Admin: models with their cache policy inline, a purge action, the purge history and recent warm runs.
 
-Warm sets and warm runs have their admin in :mod:`caching.admin_warming`, registered on import.
+Warm sets and warm runs have their admin in :mod:`caching.admin_warming`, API keys theirs in
+:mod:`caching.admin_keys`; both are registered on import.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from rest_framework_api_key.admin import APIKeyModelAdmin
-from rest_framework_api_key.models import APIKey
 
+from caching import admin_keys  # noqa: F401  (registers the API key admin)
 from caching.admin_display import (
     backend_label,
     compact_time,
@@ -26,7 +26,7 @@ from caching.admin_display import (
 )
 from caching.admin_warming import model_warm_runs
 from caching.core.store import CacheUnavailable
-from caching.models import ApiKeyGrant, CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord
+from caching.models import CachePolicy, ModelEndpoint, ModelVersionChange, PurgeRecord
 from caching.services import HotWarmSets, hot_set_warm_sets_save, model_cache_purge
 
 # The navigation sidebar repeats the index page's few links and takes 300px of a 1366px laptop
@@ -263,19 +263,3 @@ def hot_warm_sets_message(model: ModelEndpoint, outcome: HotWarmSets) -> str:
         parts.append(f"{counted(outcome.left_out, 'hot instance')} with other parameters left out")
     # The admin capitalizes a message's first letter: a model's name (case matters) comes later.
     return f"Hot set of {model.name} saved: {'; '.join(parts)}."
-
-
-class ApiKeyGrantInline(admin.StackedInline):
-    model = ApiKeyGrant
-    can_delete = False
-    max_num = 1
-    verbose_name_plural = "what this key may do besides predicting"
-
-
-# The API key admin of djangorestframework-api-key, with the key's grant on the same page.
-admin.site.unregister(APIKey)
-
-
-@admin.register(APIKey)
-class GrantedApiKeyAdmin(APIKeyModelAdmin):
-    inlines = [ApiKeyGrantInline]

@@ -3,8 +3,8 @@
 gunicorn workers and Celery's prefork children are forked: a child must not use its parent's
 sockets, locks or threads. The runtime owns all of them (the Redis client, the backends with
 their connection pools and clients, the memories of model settings and verified keys, the
-stats flusher and the background threads), and one at-fork hook drops it in the child, which
-builds its own on first use.
+rate limits' local budgets, the stats flusher and the background threads), and one at-fork
+hook drops it in the child, which builds its own on first use.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from caching.core.iam_auth import IamTokenCredentials
 from caching.core.integrity import ValueKeys
 from caching.core.keys import KeySpace
 from caching.core.l1 import MemoryTier, NodeTrackings, TieredStore, Tracking, tracked_prefixes
-from caching.core.memo import ExpiringMemo
+from caching.core.memo import ExpiringMemo, OncePer
 from caching.core.metrics_recorder import MetricsRecorder
+from caching.core.ratelimit import RateLimiter
 from caching.core.readthrough import ReadThroughCache
+from caching.core.redis_buckets import RedisTokenBuckets
 from caching.core.redis_store import RedisPredictionStore
 from caching.core.store import PredictionStore, redis_client
 from caching.installation import installation_id
@@ -132,6 +134,8 @@ class Runtime:
     backends: BackendCache
     served_models: ExpiringMemo[str, Any]  # model lookups (selectors), for PREDCACHE_CONFIG_CACHE_SECONDS
     verified_keys: ExpiringMemo[str, Any]  # API key checks (authentication)
+    rate_limiter: RateLimiter  # the API keys' rate limits: local budgets leased from Redis
+    api_key_uses: OncePer[str] | None  # when each key's last use was last written (None: never written)
     background: BackgroundJobs
     pid: int = field(default_factory=os.getpid)  # the process that built it
     stop_flusher: threading.Event = field(default_factory=threading.Event)  # and the metrics publisher
@@ -297,6 +301,12 @@ def _build() -> Runtime:
         backends=BackendCache(BuildContext(model_dir=settings.PREDCACHE_MODEL_DIR, http_pool=http_pool)),
         served_models=ExpiringMemo(settings.PREDCACHE_CONFIG_CACHE_SECONDS),
         verified_keys=ExpiringMemo(settings.PREDCACHE_API_KEY_CACHE_SECONDS),
+        rate_limiter=RateLimiter(RedisTokenBuckets(client, keyspace), breaker=redis_breaker),
+        api_key_uses=(
+            OncePer(settings.PREDCACHE_API_KEY_LAST_USED_SECONDS)
+            if settings.PREDCACHE_API_KEY_LAST_USED_SECONDS > 0
+            else None
+        ),
         background=BackgroundJobs(),
     )
     interval = settings.PREDCACHE_STATS_FLUSH_SECONDS

@@ -13,6 +13,7 @@ from django_celery_beat.models import PeriodicTask
 from rest_framework_api_key.models import APIKey
 
 from caching.backends.base import Backend, BackendConfigError
+from caching.core.access import KeyAccess
 from caching.core.canonical import KeyRules
 from caching.core.memo import NO_VALUE
 from caching.core.spec import CacheSpec
@@ -125,6 +126,22 @@ def vertex_endpoint_deployments(*, model_id: int) -> list[dict[str, str]]:
     if change.model_version_id:
         deployed["modelVersionId"] = change.model_version_id
     return [deployed]
+
+
+def api_key_access_get(*, api_key: APIKey) -> KeyAccess:
+    """What ``api_key`` may do on the predict routes: its grant's models and rate, its expiry."""
+    grant = ApiKeyGrant.objects.filter(api_key_id=api_key.pk).first()
+    return KeyAccess(
+        key=api_key.prefix,
+        models=None if grant is None else grant.scope,
+        rate=None if grant is None else grant.rate,
+        expires_at=None if api_key.expiry_date is None else api_key.expiry_date.timestamp(),
+    )
+
+
+def api_keys_list() -> list[APIKey]:
+    """Every API key, newest first, with its grant (``grant`` absent: it may only predict, on any model)."""
+    return list(APIKey.objects.select_related("grant").order_by("-created"))
 
 
 def api_key_may_administer(*, api_key: APIKey) -> bool:

@@ -10,7 +10,7 @@ from django.test.signals import setting_changed
 from rest_framework_api_key.models import APIKey
 
 from caching.api.authentication import forget_verified_keys
-from caching.models import CachePolicy, ModelEndpoint, WarmSet
+from caching.models import ApiKeyGrant, CachePolicy, ModelEndpoint, WarmSet
 from caching.runtime import reset_runtime
 from caching.selectors import served_models_forget
 from caching.services.schedules import (
@@ -28,6 +28,7 @@ def _model_changed(**kwargs: Any) -> None:
 
 
 @receiver([post_save, post_delete], sender=APIKey)
+@receiver([post_save, post_delete], sender=ApiKeyGrant)
 def _api_key_changed(**kwargs: Any) -> None:
     forget_verified_keys()
 

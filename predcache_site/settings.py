@@ -196,6 +196,8 @@ PREDCACHE_MAX_DEPTH = env.int("PREDCACHE_MAX_DEPTH", default=32)
 # How long a web process trusts its in-memory copy of a model's settings and of a verified key.
 PREDCACHE_CONFIG_CACHE_SECONDS = env.float("PREDCACHE_CONFIG_CACHE_SECONDS", default=1.0)
 PREDCACHE_API_KEY_CACHE_SECONDS = env.float("PREDCACHE_API_KEY_CACHE_SECONDS", default=5.0)
+# How often a process writes a key's last use to the database (0: never).
+PREDCACHE_API_KEY_LAST_USED_SECONDS = env.float("PREDCACHE_API_KEY_LAST_USED_SECONDS", default=60.0)
 PREDCACHE_STATS_FLUSH_SECONDS = env.float("PREDCACHE_STATS_FLUSH_SECONDS", default=1.0)
 # The in-process tier of models with l1 on (caching/core/l1.py): per process, at most this many
 # entries and bytes (values, key names and bookkeeping), least recently used out. Its tracking

@@ -96,18 +96,6 @@ def test_the_model_page_shows_the_versions_the_cache_followed(admin_client, api,
     assert admin_client.get("/admin/caching/modelversionchange/").status_code == 200
 
 
-def test_the_api_key_page_offers_the_management_grant(admin_client):
-    from rest_framework_api_key.models import APIKey
-
-    from caching.services import api_key_create
-
-    api_key_create(label="bot", may_administer=True)
-    key = APIKey.objects.get(name="bot")
-    page = admin_client.get(f"/admin/rest_framework_api_key/apikey/{key.pk}/change/")
-    assert page.status_code == 200
-    assert b"may_administer" in page.content
-
-
 class PageText(HTMLParser):
     """The text a reader sees in chosen parts of an admin page, keyed by element id or kind."""
 

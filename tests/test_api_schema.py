@@ -159,6 +159,21 @@ def test_the_vertex_endpoint_resource_documents_401(client: Client, db: None) ->
     assert client.get(f"/v1/{ENDPOINT}").status_code == 401
 
 
+@pytest.mark.parametrize("path", [PREDICT, VERTEX_PREDICT])
+def test_the_predict_routes_document_the_key_limits(client: Client, path: str) -> None:
+    """403: a model outside the key's scope; 429: its rate used up, with Retry-After."""
+    responses = served_schema(client)["paths"][path]["post"]["responses"]
+    assert {"401", "403", "429"} <= set(responses)
+    assert (
+        responses["403"]["content"]["application/json"]["examples"]["ModelNotInScope"]["value"]["error"][
+            "code"
+        ]
+        == "model_not_in_scope"
+    )
+    assert responses["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    assert "Retry-After" not in responses["200"]["headers"]
+
+
 # --- the schema and the server agree ------------------------------------------------------------
 
 PREDICT_BODIES = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -75,6 +76,93 @@ def test_keys_create_prints_a_working_key_last(http_model, backend, capsys, clie
         headers={"X-Api-Key": key},
     )
     assert response.status_code == 200
+
+
+def test_keys_create_with_models_rate_and_expiry(http_model, backend, capsys, client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from rest_framework_api_key.models import APIKey
+
+    args = ("keys", "create", "team", "--models", "echo", "--rate", "10/s", "--expires-days", "30")
+    key = run(*args, capsys=capsys).out.strip().splitlines()[-1]
+    api_key = APIKey.objects.get(name="team")
+    assert abs(api_key.expiry_date - (timezone.now() + timedelta(days=30))) < timedelta(minutes=1)
+    grant = api_key.grant
+    assert (grant.model_names, grant.rate_limit, grant.rate_period_seconds) == (["echo"], 10, 1)
+    assert not grant.may_administer
+
+    def predict(model):
+        return client.post(
+            f"/v1/models/{model}:predict",
+            data=b'{"instances": [1]}',
+            content_type="application/json",
+            headers={"X-Api-Key": key},
+        )
+
+    assert predict("echo").status_code == 200
+    assert predict("iris").status_code == 403
+
+
+def test_keys_create_names_the_models_that_are_not_registered(http_model):
+    from rest_framework_api_key.models import APIKey
+
+    with pytest.raises(CommandError, match="no model is registered as 'ghost', 'phantom'"):
+        call_command("predcache", "keys", "create", "team", "--models", "echo,phantom,ghost")
+    assert not APIKey.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--rate", "10/h"), "--rate: '10/h' is not a rate: use N/s or N/m"),
+        (("--rate", "0/s"), "is not a rate"),
+        (("--expires-days", "0"), "--expires-days: a whole number of days from 1 to 36500"),
+        (("--models", ","), "--models: name at least one model"),
+    ],
+)
+def test_keys_create_refuses_bad_limits(args, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("predcache", "keys", "create", "team", *args)
+
+
+def test_keys_list_shows_every_key_its_limits_and_state(http_model, capsys):
+    run("keys", "create", "plain", capsys=capsys)
+    run("keys", "create", "team", "--models", "echo", "--rate", "5/m", "--admin", capsys=capsys)
+    revoked = run("keys", "create", "old", capsys=capsys).out.strip().split(".")[0]
+    run("keys", "revoke", revoked, capsys=capsys)
+
+    lines = run("keys", "list", capsys=capsys).out.splitlines()
+    assert lines[0].split() == [
+        "PREFIX", "LABEL", "STATE", "MODELS", "RATE", "ADMIN", "EXPIRES", "LAST", "USED", "CREATED"
+    ]  # fmt: skip
+    rows = {line.split()[1]: line.split()[2:6] for line in lines[1:]}
+    assert rows == {
+        "plain": ["active", "all", "-", "no"],
+        "team": ["active", "echo", "5/m", "yes"],
+        "old": ["revoked", "all", "-", "no"],
+    }
+
+
+def test_keys_revoke_stops_a_key_by_its_prefix(http_model, capsys, client):
+    key = run("keys", "create", "leaked", capsys=capsys).out.strip().splitlines()[-1]
+    prefix = key.split(".")[0]
+
+    def status():
+        return client.post(
+            "/v1/models/echo:predict",
+            data=b'{"instances": [1]}',
+            content_type="application/json",
+            headers={"X-Api-Key": key},
+        ).status_code
+
+    assert status() == 200
+    out = run("keys", "revoke", prefix, capsys=capsys).out
+    assert out.startswith(f"revoked API key {prefix} ('leaked')")
+    assert status() == 401
+    assert "was revoked already" in run("keys", "revoke", key, capsys=capsys).out  # the whole key works too
+    with pytest.raises(CommandError, match="no API key has the prefix 'nosuch'"):
+        call_command("predcache", "keys", "revoke", "nosuch")
 
 
 def test_purge_unknown_model_fails():

@@ -19,12 +19,16 @@ from redis.crc import key_slot
 
 from caching.core.hotset import hot_set_read
 from caching.core.keys import KeySpace
+from caching.core.ratelimit import Rate, TokenBuckets
+from caching.core.redis_buckets import RedisTokenBuckets
 from caching.core.redis_store import RedisPredictionStore
 from caching.core.store import PredictionStore, redis_client
 from caching.core.usage import measure_usage
 from caching.runtime import get_runtime
-from caching.services import model_cache_purge, model_upsert
+from caching.services import api_key_create, model_cache_purge, model_upsert
 from caching.services.purges import model_cache_reclaim
+from tests.conftest import ApiClient
+from tests.core.bucket_contract import BucketContract
 from tests.core.store_contract import StoreContract
 from tests.support.monitor import Observer
 from tests.support.processes import free_port
@@ -34,6 +38,18 @@ pytestmark = pytest.mark.django_db
 
 # Sent by the cluster to itself or by the tests' own observers, not by predcache.
 NOT_PREDCACHES = {"info", "replconf", "ping", "psync", "sync", "cluster", "config"}
+
+
+class TestRedisClusterBuckets(BucketContract):
+    """The rate limits' token buckets, on the cluster (each key's bucket in a slot of its own)."""
+
+    @pytest.fixture
+    def prepared(self, redis_cluster: RedisCluster) -> None:
+        self.url = redis_cluster.url
+
+    def make_buckets(self) -> TokenBuckets:
+        client = redis_client(self.url, socket_timeout=2, connect_timeout=2, cluster=True)
+        return RedisTokenBuckets(client, KeySpace("pc:", "tests"))
 
 
 class TestRedisClusterStore(StoreContract):
@@ -416,3 +432,19 @@ def test_tagged_values_on_the_cluster_and_a_forged_one_is_a_miss(
 
     assert (answer["X-Cache"], answer.json()["predictions"]) == ("MISS", GENUINE)
     assert len(backend.calls()) == 2
+
+
+def test_a_rate_limit_on_the_cluster_is_one_bucket_on_the_node_owning_its_slot(
+    on_cluster, backend, http_model
+):
+    key = api_key_create(label="limited", rate=Rate(2, 60))
+    limited = ApiClient(key)
+    statuses = [limited.predict("echo", {"instances": [[1]]}).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    bucket = get_runtime().keyspace.rate_bucket(key.split(".")[0])
+    holders = []
+    for node in on_cluster.primaries():
+        with node.client() as client:  # the node's own SCAN, no cluster routing
+            if list(client.scan_iter(match=bucket)):
+                holders.append(node.port)
+    assert holders == [on_cluster.node_of_slot(key_slot(bucket.encode())).port]

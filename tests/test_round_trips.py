@@ -94,3 +94,30 @@ def test_a_hit_seen_first_by_this_process_is_still_one_round_trip(api, backend, 
     forget_what_this_process_saw()
     sent, hit = observed.during(lambda: api.predict("echo", {"instances": [[7]]}))
     assert (hit["X-Cache"], sent) == ("HIT", ["EVALSHA"])  # the lookup script, finding it servable
+
+
+def limited_client(rate: str):
+    from caching.core.ratelimit import Rate
+    from caching.services import api_key_create
+    from tests.conftest import ApiClient
+
+    return ApiClient(api_key_create(label=f"limited {rate}", rate=Rate.parse(rate)))
+
+
+def test_a_rate_limited_key_spends_leased_tokens_so_its_hits_stay_one_round_trip(
+    backend, http_model, observed
+):
+    limited = limited_client("1000/m")  # leases 50 tokens at a time
+    warm_up(limited)  # its first request leased
+    limited.predict("echo", {"instances": [[5]]})
+    sent, hit = observed.during(lambda: limited.predict("echo", {"instances": [[5]]}))
+    assert (hit["X-Cache"], sent) == ("HIT", ["MGET"])
+
+
+def test_a_key_limited_to_under_40_a_period_leases_one_token_a_request(backend, http_model, observed):
+    """Its tokens are leased one at a time, so the limit holds to the request across processes."""
+    limited = limited_client("39/m")
+    warm_up(limited)
+    limited.predict("echo", {"instances": [[5]]})
+    sent, hit = observed.during(lambda: limited.predict("echo", {"instances": [[5]]}))
+    assert (hit["X-Cache"], sent) == ("HIT", ["EVALSHA", "MGET"])  # the lease, then the lookup

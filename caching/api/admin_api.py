@@ -17,13 +17,13 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework_api_key.models import APIKey
 
 from caching.api import schema
-from caching.api.authentication import ApiKeyAuthentication
+from caching.api.authentication import ApiKeyAuthentication, VerifiedKey
 from caching.api.errors import InvalidRequest, PayloadTooLarge
 from caching.api.parsing import read_json_body
 from caching.api.views import JsonApiView
+from caching.core.access import ModelNotInScope
 from caching.core.store import CacheUnavailable
 from caching.models import MODEL_NAME_PATTERN, ModelEndpoint, PurgeRecord, PurgeScope
 from caching.selectors import api_key_may_administer
@@ -39,16 +39,16 @@ class IsAdminKeyOrStaff(BasePermission):
     message = "this API key may not manage predcache (create one with `predcache keys create LABEL --admin`)"
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        if isinstance(request.auth, APIKey):
-            return api_key_may_administer(api_key=request.auth)
+        if isinstance(request.auth, VerifiedKey):
+            return api_key_may_administer(api_key=request.auth.api_key)
         user = request.user
         return bool(user is not None and user.is_active and user.is_staff)
 
 
 def requester(request: Request) -> str:
     """Who asked, as purge records name them: ``api:<key name>`` or the staff username."""
-    if isinstance(request.auth, APIKey):
-        return f"api:{request.auth.name}"
+    if isinstance(request.auth, VerifiedKey):
+        return f"api:{request.auth.api_key.name}"
     return str(request.user.get_username())
 
 
@@ -136,7 +136,9 @@ class PurgeResponseSerializer(serializers.Serializer):
 
 _PURGE_ERRORS = {
     **schema.errors(400, 401),
-    403: schema.error_response("permission_denied", "The API key may predict but not manage"),
+    403: schema.error_response(
+        "permission_denied", "The API key may predict but not manage, or is limited to other models"
+    ),
     **schema.errors(404, 405),
     409: schema.error_response(
         "version_not_served", "No entry of that version is served (retired, or never seen)"
@@ -175,6 +177,8 @@ class PurgeView(JsonApiView):
         tags=["admin"],
     )
     def post(self, request: Request, model: str) -> Response:
+        if isinstance(request.auth, VerifiedKey) and not request.auth.access.may_predict(model):
+            raise ModelNotInScope.named(model, request.auth.access)
         if not _MODEL_NAME.fullmatch(model):
             raise ModelNotFound.named(model)
         version, instances, parameters = purge_request(read_json_body(request))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.http import HttpRequest
@@ -12,8 +14,11 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework_api_key.models import APIKey
 
+from caching.core.access import KeyAccess
 from caching.core.memo import NO_VALUE
 from caching.runtime import built_runtime, get_runtime
+from caching.selectors import api_key_access_get
+from caching.services import api_key_used
 
 BEARER_REFUSED = (
     "predcache does not take Bearer tokens: send 'Authorization: Api-Key <key>' "
@@ -45,26 +50,37 @@ def forget_verified_keys() -> None:
         runtime.verified_keys.clear()
 
 
-def _verify(key: str) -> APIKey | None:
+@dataclass(frozen=True, slots=True)
+class VerifiedKey:
+    """A valid API key and what it may do, remembered for PREDCACHE_API_KEY_CACHE_SECONDS."""
+
+    api_key: APIKey
+    access: KeyAccess
+
+
+def _verify(key: str) -> VerifiedKey | None:
     # sha256(key) names it in the memory: keys are high-entropy random strings, so a fast hash
-    # is safe here, and remembering a verification spares each hit a database query.
+    # is safe here, and remembering a verification spares each hit a database query or two.
     fingerprint = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     memory = get_runtime().verified_keys
     remembered = memory.get(fingerprint)
     if remembered is not NO_VALUE:
-        return cast(APIKey, remembered)
+        return cast(VerifiedKey, remembered)
     try:
-        api_key = APIKey.objects.get_from_key(key)
+        api_key = APIKey.objects.get_from_key(key)  # revoked keys are not found
     except APIKey.DoesNotExist:
         return None
-    if api_key.has_expired:
-        return None
-    memory.put(fingerprint, api_key)
-    return api_key
+    verified = VerifiedKey(api_key, api_key_access_get(api_key=api_key))
+    memory.put(fingerprint, verified)
+    return verified
 
 
-def request_api_key(request: HttpRequest | Request) -> APIKey | None:
-    """The valid API key the request carries, None if it carries none; AuthenticationFailed if invalid."""
+def request_key(request: HttpRequest | Request) -> VerifiedKey | None:
+    """The valid API key the request carries, None if it carries none; AuthenticationFailed if invalid.
+
+    Expiry is checked on every request, so a key stops working at its expiry time exactly;
+    a revoked key, within PREDCACHE_API_KEY_CACHE_SECONDS.
+    """
     key = presented_key(request)
     if key is None:
         scheme = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
@@ -73,18 +89,21 @@ def request_api_key(request: HttpRequest | Request) -> APIKey | None:
             # Other schemes (Basic from a proxy in front of the admin) are left to the session.
             raise AuthenticationFailed(BEARER_REFUSED)
         return None
-    api_key = _verify(key)
-    if api_key is None:
+    verified = _verify(key)
+    if verified is None:
         raise AuthenticationFailed("the API key is not valid")
-    return api_key
+    if verified.access.expires_at is not None and verified.access.expired(time.time()):
+        raise AuthenticationFailed("the API key has expired")
+    api_key_used(access=verified.access)
+    return verified
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    """Authenticates requests that carry a valid, unrevoked, unexpired API key."""
+    """Authenticates requests that carry a valid, unrevoked, unexpired API key (``request.auth``)."""
 
-    def authenticate(self, request: Request) -> tuple[Any, APIKey] | None:
-        api_key = request_api_key(request)
-        return None if api_key is None else (None, api_key)
+    def authenticate(self, request: Request) -> tuple[Any, VerifiedKey] | None:
+        verified = request_key(request)
+        return None if verified is None else (None, verified)
 
     def authenticate_header(self, request: Request) -> str:
         return "Api-Key"
@@ -94,4 +113,4 @@ class HasApiKey(BasePermission):
     """Allows requests authenticated by :class:`ApiKeyAuthentication`."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return isinstance(request.auth, APIKey)
+        return isinstance(request.auth, VerifiedKey)

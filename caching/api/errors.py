@@ -64,7 +64,7 @@ def error_answer(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]] |
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     if isinstance(exc, PredcacheError):
-        return exc.status, error_body(exc.code, exc.message), {}
+        return exc.status, error_body(exc.code, exc.message), exc.headers
     if not isinstance(exc, exceptions.APIException):
         return None
     if isinstance(exc, exceptions.NotAuthenticated):  # DRF's words do not say what to send

@@ -28,7 +28,7 @@ from django.utils.module_loading import import_string
 from rest_framework.exceptions import AuthenticationFailed, MethodNotAllowed, NotAuthenticated
 from rest_framework.views import APIView
 
-from caching.api.authentication import request_api_key
+from caching.api.authentication import request_key
 from caching.api.errors import error_response
 
 Handler = Callable[[HttpRequest], HttpResponse]
@@ -61,6 +61,7 @@ def lean_route(schema: type[APIView]) -> Callable[[Callable[..., HttpResponse]],
 
     The key is checked before the method, errors are the JSON error shape, and every answer
     names the allowed methods in ``Allow``, all as DRF does, so that a client sees no difference.
+    The view is called with the key's limits as ``access`` (a :class:`KeyAccess`).
     """
     allowed_methods = schema().allowed_methods
     allow = ", ".join(allowed_methods)
@@ -69,11 +70,12 @@ def lean_route(schema: type[APIView]) -> Callable[[Callable[..., HttpResponse]],
         @functools.wraps(view)
         def route(request: HttpRequest, **kwargs: Any) -> HttpResponse:
             try:
-                if request_api_key(request) is None:
+                verified = request_key(request)
+                if verified is None:
                     raise NotAuthenticated()
                 if request.method not in allowed_methods:
                     raise MethodNotAllowed(request.method)
-                response = view(request, **kwargs)
+                response = view(request, access=verified.access, **kwargs)
             except Exception as exc:
                 if isinstance(exc, NotAuthenticated | AuthenticationFailed):
                     exc.auth_header = "Api-Key"  # type: ignore[attr-defined]

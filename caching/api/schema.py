@@ -200,12 +200,19 @@ ERROR_RESPONSES = {
         "Malformed body, wrong types, unknown fields, NaN/Infinity, an integer outside "
         "-2**63..2**64-1, nesting deeper than PREDCACHE_MAX_DEPTH, or instances the model rejects",
     ),
-    401: error_response("not_authenticated", "Missing or invalid API key"),
+    401: error_response("not_authenticated", "Missing, invalid, revoked or expired API key"),
+    403: error_response(
+        "model_not_in_scope",
+        "The API key is limited to other models (said alike whether the model asked for exists or not)",
+    ),
     404: error_response("model_not_found", "Unknown model"),
     405: error_response("method_not_allowed", "Another method than the one documented for this path"),
     411: error_response("length_required", "Chunked body without Content-Length"),
     413: error_response("payload_too_large", "Body or instance count over the limit"),
     415: error_response("unsupported_media_type", "Body is not application/json (UTF-8)"),
+    429: error_response(
+        "rate_limited", "The API key's rate limit is used up; retry after the seconds in Retry-After"
+    ),
     502: error_response("backend_error", "The model server failed"),
     503: error_response("backend_unavailable", "The model server is unavailable"),
     504: error_response("backend_timeout", "The model server timed out, or only-if-cached and not cached"),
@@ -218,7 +225,7 @@ def errors(*statuses: int) -> dict[int, OpenApiResponse]:
 
 
 # What a route that reads a body and predicts can answer besides 200.
-PREDICT_ERRORS = errors(400, 401, 404, 405, 411, 413, 415, 502, 503, 504)
+PREDICT_ERRORS = errors(400, 401, 403, 404, 405, 411, 413, 415, 429, 502, 503, 504)
 
 
 # --- parameters and headers -------------------------------------------------------------------
@@ -233,13 +240,15 @@ MODEL_PARAMETER = OpenApiParameter(
 )
 
 
-def _response_header(name: str, kind: type, description: str, **extra: object) -> OpenApiParameter:
+def _response_header(
+    name: str, kind: type, description: str, *, statuses: tuple[int, ...] = (200,), **extra: object
+) -> OpenApiParameter:
     return OpenApiParameter(
-        name, kind, OpenApiParameter.HEADER, description=description, response=[200], **extra
+        name, kind, OpenApiParameter.HEADER, description=description, response=list(statuses), **extra
     )
 
 
-CACHE_HEADERS = [
+PREDICT_HEADERS = [
     OpenApiParameter(
         "Cache-Control",
         str,
@@ -259,6 +268,9 @@ CACHE_HEADERS = [
     _response_header("X-Cache-Hits", int, "Instances answered from the cache"),
     _response_header("X-Cache-Misses", int, "Instances computed by the backend"),
     _response_header("Cache-Status", str, "RFC 9211 cache status"),
+    _response_header(
+        "Retry-After", int, "Whole seconds (at least 1) until the API key may try again", statuses=(429,)
+    ),
 ]
 
 

@@ -18,8 +18,9 @@ from caching.api.lean import lean_route
 from caching.api.parsing import predict_payload, read_json_body
 from caching.api.views import JsonApiView, cache_directives, prediction_response
 from caching.backends.vertex import TARGET_PATTERN
-from caching.selectors import served_vertex_model_get, vertex_endpoint_deployments
-from caching.services import ModelNotFound, vertex_prediction_serve
+from caching.core.access import KeyAccess
+from caching.selectors import vertex_endpoint_deployments
+from caching.services import ModelNotFound, served_prediction, vertex_model_for_key, vertex_prediction_admit
 
 # One path parameter per segment, as OpenAPI path parameters hold no "/". The segments are
 # loose here and checked against TARGET_PATTERN in the view, so a bad one is a JSON 404 that
@@ -63,7 +64,7 @@ class VertexPredictView(JsonApiView):
     @extend_schema(
         operation_id="vertex_predict",
         summary="Vertex AI PredictionService.Predict, answered from the cache where possible",
-        parameters=[*_PATH_PARAMETERS, *schema.CACHE_HEADERS],
+        parameters=[*_PATH_PARAMETERS, *schema.PREDICT_HEADERS],
         request=schema.json_request(schema.PredictRequest),
         examples=schema.PREDICT_EXAMPLES,
         responses={
@@ -78,12 +79,15 @@ class VertexPredictView(JsonApiView):
 
 
 @lean_route(VertexPredictView)
-def vertex_predict(request: HttpRequest, project: str, location: str, endpoint: str) -> HttpResponse:
+def vertex_predict(
+    request: HttpRequest, project: str, location: str, endpoint: str, access: KeyAccess
+) -> HttpResponse:
     """``POST /v1/projects/P/locations/L/endpoints/E:predict`` with Vertex AI's request and response."""
     name = _resource_name(project, location, endpoint)
+    served = vertex_prediction_admit(access=access, endpoint=name)
     instances, parameters = predict_payload(read_json_body(request))
-    _, result = vertex_prediction_serve(
-        endpoint=name, instances=instances, parameters=parameters, directives=cache_directives(request)
+    result = served_prediction(
+        served=served, instances=instances, parameters=parameters, directives=cache_directives(request)
     )
     # Protobuf JSON leaves out unset fields rather than sending null.
     body: dict[str, Any] = {"predictions": result.predictions}
@@ -105,14 +109,12 @@ class VertexEndpointView(JsonApiView):
         parameters=_PATH_PARAMETERS,
         responses={
             200: schema.VertexEndpointSerializer,
-            **schema.errors(401, 404, 405),
+            **schema.errors(401, 403, 404, 405),
         },
     )
     def get(self, request: Request, project: str, location: str, endpoint: str) -> JsonResponse:
         name = _resource_name(project, location, endpoint)
-        served = served_vertex_model_get(endpoint=name)
-        if served is None:
-            raise ModelNotFound.for_endpoint(name)
+        served = vertex_model_for_key(access=request.auth.access, endpoint=name)
         deployed = vertex_endpoint_deployments(model_id=served.model_id)
         return JsonResponse(
             {

@@ -16,9 +16,10 @@ from rest_framework.views import APIView
 from caching.api import schema
 from caching.api.lean import add_own_headers, lean_route
 from caching.api.parsing import predict_payload, read_json_body
+from caching.core.access import KeyAccess
 from caching.core.spec import NO_DIRECTIVES, Directives, Prediction
 from caching.models import MODEL_NAME_PATTERN
-from caching.services import ModelNotFound, prediction_serve
+from caching.services import ModelNotFound, prediction_admit, prediction_serve
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _DIGITS = re.compile(r"[0-9]+")
@@ -65,7 +66,7 @@ class PredictView(JsonApiView):
     @extend_schema(
         operation_id="predict",
         summary="Predict, answering repeated instances from the cache",
-        parameters=[schema.MODEL_PARAMETER, *schema.CACHE_HEADERS],
+        parameters=[schema.MODEL_PARAMETER, *schema.PREDICT_HEADERS],
         request=schema.json_request(schema.PredictRequest),
         examples=schema.PREDICT_EXAMPLES,
         responses={
@@ -80,8 +81,9 @@ class PredictView(JsonApiView):
 
 
 @lean_route(PredictView)
-def predict(request: HttpRequest, model: str) -> HttpResponse:
+def predict(request: HttpRequest, model: str, access: KeyAccess) -> HttpResponse:
     """``POST /v1/models/{model}:predict`` — predictions, served from the cache where possible."""
+    prediction_admit(access=access, model_name=model)
     if not _MODEL_NAME.fullmatch(model):
         raise ModelNotFound.named(model)
     instances, parameters = predict_payload(read_json_body(request))

@@ -16,13 +16,16 @@ STATUS: dict[str, int] = {
     "invalid_json": 400,
     "invalid_instances": 400,  # the model server refused them
     "warm_file_invalid": 400,
+    "model_not_in_scope": 403,  # the API key may predict on other models only
     "not_found": 404,  # no such route
     "model_not_found": 404,
+    "api_key_not_found": 404,
     "version_not_served": 409,
     "warm_busy": 409,  # another warm of the model is running
     "length_required": 411,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    "rate_limited": 429,  # the API key's rate limit
     # the model server, the cache and the broker
     "backend_error": 502,
     "backend_misconfigured": 502,
@@ -48,6 +51,11 @@ class PredcacheError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries (``Retry-After``, say)."""
+        return {}
 
 
 def exit_status(code: str) -> int:

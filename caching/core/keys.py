@@ -143,3 +143,10 @@ class KeySpace:
     def hot_instances(self, namespace: str) -> str:
         """A hash: each digest of :meth:`hot` to the instance and parameters that make it (JSON)."""
         return f"{namespace}:hot:i"
+
+    def rate_bucket(self, api_key: str) -> str:
+        """A hash: the token bucket of an API key's rate limit (``api_key``: the key's public prefix).
+
+        The key alone in its hash tag, so the lease script touches one slot on Redis Cluster.
+        """
+        return f"{self.prefix}{{{self.installation}.k.{api_key}}}:rate"

@@ -1,4 +1,4 @@
-"""A small bounded, thread-safe memory whose entries are trusted for a while (settings, verified keys)."""
+"""Small bounded, thread-safe memories: values trusted for a while, and what to do only once in a while."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 from caching.core.sentinels import NO_VALUE, NoValue
 
-__all__ = ["NO_VALUE", "ExpiringMemo", "NoValue"]
+__all__ = ["NO_VALUE", "ExpiringMemo", "NoValue", "OncePer"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -43,3 +43,31 @@ class ExpiringMemo(Generic[K, V]):
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+class OncePer(Generic[K]):
+    """Says yes for a key at most once per ``seconds``: a side effect done once in a while, not per call."""
+
+    def __init__(
+        self, seconds: float, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[K, float] = {}
+
+    def due(self, key: K) -> bool:
+        """True if ``key`` was not due within the last ``seconds`` (and marks it due now)."""
+        last = self._last.get(key)  # read without the lock: the common answer is "not yet"
+        if last is not None and self._clock() - last < self.seconds:
+            return False
+        with self._lock:
+            now = self._clock()
+            last = self._last.get(key)
+            if last is not None and now - last < self.seconds:
+                return False  # another thread was first
+            if len(self._last) >= self.max_entries:
+                self._last.clear()
+            self._last[key] = now
+            return True

@@ -140,3 +140,27 @@ if holder and (ARGV[3] == '' or string.sub(holder, 1, #ARGV[3]) ~= ARGV[3]) then
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+
+# Lease up to ARGV[3] tokens from an API key's token bucket (capacity ARGV[1], refilled at
+# ARGV[1] per ARGV[2] ms), by Redis's clock, which every process shares: the rule of
+# caching.core.ratelimit.take. The bucket is a hash of its tokens and when they were counted,
+# kept until it would be full again (an absent bucket is a full one).
+#   KEYS: the bucket      ARGV: count, period ms, want
+#   Returns: tokens granted, ms until the bucket holds a token again (0 when some were granted)
+LEASE_SCRIPT = """
+local count, period_ms, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or at == nil then tokens, at = count, now end
+if now > at then tokens = tokens + (now - at) * count / period_ms end
+tokens = math.min(tokens, count)
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+local wait = 0
+if granted == 0 then wait = math.ceil((1 - tokens) * period_ms / count) end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', math.max(now, at))
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((count - tokens) * period_ms / count)))
+return {granted, wait}
+"""

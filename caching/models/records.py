@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
-from caching.models.endpoints import ModelEndpoint
+from caching.core.ratelimit import PERIODS, Rate
+from caching.models.endpoints import MODEL_NAME_PATTERN, ModelEndpoint
+
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
 
 class PurgeScope(models.TextChoices):
@@ -60,8 +65,19 @@ class ModelVersionChange(models.Model):
         return f"{self.model}: {self.previous_version or '-'} -> {self.version}"
 
 
+def validate_model_names(value: object) -> None:
+    """A list of model names (any name a model could be registered as, registered or not)."""
+    if not isinstance(value, list) or not all(
+        isinstance(name, str) and _MODEL_NAME.fullmatch(name) for name in value
+    ):
+        raise ValidationError("A list of model names.")
+
+
 class ApiKeyGrant(models.Model):
-    """What an API key may do beyond predicting. Keys without a grant may only predict."""
+    """What an API key may do: the models it may predict on, how often, and the management API.
+
+    Keys without a grant may predict on every model, without a rate limit, and not administer.
+    """
 
     api_key = models.OneToOneField(
         "rest_framework_api_key.APIKey", on_delete=models.CASCADE, related_name="grant"
@@ -70,12 +86,49 @@ class ApiKeyGrant(models.Model):
         default=False,
         help_text="May call the management API under /v1/admin/ (purges).",
     )
+    # Names, not references: deleting a model never widens a scope to every model, and a
+    # model registered again under a name keeps the keys that named it.
+    model_names = models.JSONField(
+        "models",
+        default=list,
+        blank=True,
+        validators=[validate_model_names],
+        help_text="The models this key may predict on (both predict routes); none chosen: every model.",
+    )
+    rate_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests this key may make per period on the predict routes, all processes together; "
+        "empty: no limit.",
+    )
+    rate_period_seconds = models.PositiveIntegerField(
+        "per",
+        choices=[(seconds, name) for seconds, name in PERIODS.values()],
+        default=60,
+    )
+    last_used_at = models.DateTimeField(
+        "last used",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The key's latest request, to the minute: each process records it at most once a minute.",
+    )
 
     class Meta:
         verbose_name = "API key grant"
 
     def __str__(self) -> str:
         return f"grant of {self.api_key}"
+
+    @property
+    def scope(self) -> frozenset[str] | None:
+        """The model names the key may predict on; None: every model."""
+        return frozenset(self.model_names) if self.model_names else None
+
+    @property
+    def rate(self) -> Rate | None:
+        return None if self.rate_limit is None else Rate(self.rate_limit, self.rate_period_seconds)
 
 
 def new_installation_id() -> str:

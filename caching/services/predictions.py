@@ -1,4 +1,4 @@
-"""Serving predictions through the cache, and recording the model versions the cache moves to."""
+"""Serving predictions through the cache to keys that may ask, and recording the versions it moves to."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from django.db import DatabaseError, close_old_connections
 
 from caching.backends.base import BackendMisconfigured
+from caching.core.access import KeyAccess, ModelNotInScope
 from caching.core.errors import PredcacheError
 from caching.core.spec import CacheSpec, Directives, Prediction, VersionChange
 from caching.models import ModelVersionChange
@@ -32,6 +33,18 @@ class ModelNotFound(PredcacheError):
         return cls(f"no vertex model is registered for {endpoint[:300]!r}")
 
 
+def prediction_admit(*, access: KeyAccess, model_name: str) -> None:
+    """Let a request of the key with ``access`` predict on ``model_name`` now, or refuse it.
+
+    ModelNotInScope (403) for a name outside the key's scope, registered or not; RateLimited
+    (429) past its rate. Checked before the body is read, as DRF checks permissions.
+    """
+    if not access.may_predict(model_name):
+        raise ModelNotInScope.named(model_name, access)
+    if access.rate is not None:
+        get_runtime().rate_limiter.admit(access.key, access.rate)
+
+
 def prediction_serve(
     *,
     model_name: str,
@@ -48,20 +61,26 @@ def prediction_serve(
     )
 
 
-def vertex_prediction_serve(
-    *,
-    endpoint: str,
-    instances: list[Any],
-    parameters: dict[str, Any] | None,
-    directives: Directives | None = None,
-) -> tuple[ServedModel, Prediction]:
-    """Answer a request made to the Vertex AI route for ``projects/P/locations/L/endpoints/E``."""
+def vertex_model_for_key(*, access: KeyAccess, endpoint: str) -> ServedModel:
+    """The model registered for ``projects/P/locations/L/endpoints/E``, if the key may use it.
+
+    A scoped key gets ModelNotInScope (403) for any endpoint but those of its models, registered
+    or not; a key of every model gets ModelNotFound (404) for an unregistered one.
+    """
     served = served_vertex_model_get(endpoint=endpoint)
-    if served is None:
+    if served is None or not access.may_predict(served.name):
+        if access.models is not None:
+            raise ModelNotInScope.for_endpoint(endpoint, access)
         raise ModelNotFound.for_endpoint(endpoint)
-    return served, served_prediction(
-        served=served, instances=instances, parameters=parameters, directives=directives
-    )
+    return served
+
+
+def vertex_prediction_admit(*, access: KeyAccess, endpoint: str) -> ServedModel:
+    """The endpoint's model, if the key may predict on it now: 403, 404, then RateLimited (429)."""
+    served = vertex_model_for_key(access=access, endpoint=endpoint)
+    if access.rate is not None:
+        get_runtime().rate_limiter.admit(access.key, access.rate)
+    return served
 
 
 def served_prediction(

@@ -80,12 +80,15 @@ class GunicornServer:
             headers={"Content-Type": "application/json", "Authorization": f"Api-Key {key}", **headers},
         )
 
-    def served_by(self, path_contains: str) -> list[int]:
-        """The worker pid of each logged request whose path contains ``path_contains``, in log order."""
+    def served_by(self, path_contains: str, status: int | None = None) -> list[int]:
+        """The worker pid of each logged request whose path contains ``path_contains``, in log order.
+
+        With ``status``, only the requests answered with it.
+        """
         pids = []
         for line in self.access_log.read_text().splitlines():
             match = _ACCESS_LINE.match(line.strip())
-            if match and path_contains in match.group(4):
+            if match and path_contains in match.group(4) and status in (None, int(match.group(2))):
                 pids.append(int(match.group(1)))
         return pids
 
