@@ -52,7 +52,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Every benchmark in bench/, about six minutes on 2 cores: tables on the terminal, bench/RESULTS.md
+# Every benchmark in bench/, about eight minutes on 2 cores: tables on the terminal, bench/RESULTS.md
 # and the plots in bench/results/ (bench/run_all.py).
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

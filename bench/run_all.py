@@ -2,7 +2,7 @@
 
 Each benchmark is a script of its own that starts its own servers, prints its tables and writes
 bench/results/<name>.md (and its plot, bench/results/<name>.png); this runs them one after
-another with settings that fit about six minutes on a 2-core machine, times each, and joins
+another with settings that fit about eight minutes on a 2-core machine, times each, and joins
 their reports under one header naming the date, the machine and the command. A benchmark that
 fails is reported as failed (its older report is left out) and the run exits non-zero.
 
