@@ -39,7 +39,7 @@ import redis  # noqa: E402
 
 from bench import machine  # noqa: E402
 from bench.batch import Predcache  # noqa: E402
-from bench.hit_path import IRIS_INSTANCE, Server, call, load, p50_p99, percentile, table  # noqa: E402
+from bench.hit_path import IRIS_INSTANCE, Server, call, hit_vs_floor, p50_p99, percentile, table  # noqa: E402
 from predcache_site.local_redis import RedisServer  # noqa: E402
 from tests.support.processes import model_server  # noqa: E402
 
@@ -100,7 +100,7 @@ def main() -> None:
         ]
         for _, port, path, target_headers in targets:
             until_l1(port, path, body, target_headers, l1=path.endswith("iris-l1:predict"))
-        rows = throughput_turns(targets, body, args)
+        rows = hit_vs_floor(targets, body, args)
         commands = l1_hit_commands(client, port, body, headers)
         purges = purge_to_invisible(predcache.redis, port, headers, admin_headers, args.purges)
     report(rows, commands, purges, args)
@@ -121,24 +121,6 @@ def until_l1(port: int, path: str, body: bytes, headers: dict[str, str], *, l1: 
         if answered >= 20:
             return
     raise RuntimeError(f"{path} never answered from the tier")
-
-
-def throughput_turns(
-    targets, body: bytes, args
-) -> list[tuple[int, dict[str, list[float]], dict[str, list[float]]]]:
-    rows = []
-    for concurrency in (1, args.concurrency):
-        rps: dict[str, list[float]] = {label: [] for label, *_ in targets}
-        latencies: dict[str, list[float]] = {label: [] for label, *_ in targets}
-        for _ in range(args.turns):
-            for label, port, path, headers in targets:
-                per_second, lat = load(
-                    port, path, body, headers, seconds=args.turn_seconds, concurrency=concurrency
-                )
-                rps[label].append(per_second)
-                latencies[label] += lat
-        rows.append((concurrency, rps, {label: sorted(lat) for label, lat in latencies.items()}))
-    return rows
 
 
 def command_calls(client: redis.Redis) -> dict[str, int]:
